@@ -1,0 +1,204 @@
+"""Reading and writing: DEMs as Dask-chunked ``xarray`` rasters, Cloud-Optimized GeoTIFFs, sites.
+
+This is the only place (with the CLI and notebooks) that touches files. Compute modules take and
+return lazy xarray objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from .crs import check_moon_crs, standard_polar_crs
+from .errors import InputFileError, NoDataError, UnitsError
+
+#: Default Dask chunk edge (pixels) for rasters opened by lunarmap.
+DEFAULT_CHUNK = 1024
+
+_DEM_SUFFIXES = (".tif", ".tiff", ".img", ".lbl", ".vrt", ".jp2")
+
+
+def open_dem(
+    path: str | os.PathLike,
+    *,
+    chunks: int | dict | None = DEFAULT_CHUNK,
+    units: str = "m",
+    check_units: bool = True,
+) -> xr.DataArray:
+    """Open a lunar DEM as a Dask-chunked ``xarray.DataArray`` named ``elevation``.
+
+    Parameters
+    ----------
+    path : path-like
+        GeoTIFF/COG, or a PDS3 ``.IMG`` with its detached ``.LBL`` (read by GDAL's PDS driver,
+        which applies the label's ``SCALING_FACTOR``/``OFFSET``; for LOLA ``LDEM_*.IMG`` integer
+        products height = DN x 0.5 m). Any GDAL raster in a projected Moon CRS works.
+    chunks : int, dict or None
+        Dask chunk size in pixels (``None`` loads eagerly into numpy).
+    units : {"m", "km"}
+        Unit of the stored heights. ``"km"`` (PDS ``*_FLOAT.IMG`` polar products) is converted
+        to metres.
+    check_units : bool
+        Raise :class:`UnitsError` when the height range looks like kilometres (|h| < 20 over a
+        DEM whose relief is < 40 units) while ``units="m"``.
+
+    Returns
+    -------
+    xarray.DataArray
+        dims ``("y", "x")``, float32 (float64 if stored so), metres above the 1 737 400 m Moon
+        sphere, nodata as NaN, pixel-centre coordinates ``x``/``y`` in metres, CRS from the file
+        (normalised to ``IAU_2015:30135``/``30130`` when equivalent), attrs ``units="m"``,
+        ``long_name``, ``gsd`` (m, the pixel size) and ``source`` (the path).
+
+    Raises
+    ------
+    InputFileError
+        Missing, unreadable or corrupt file; multi-band raster.
+    CRSError
+        Missing CRS, an Earth CRS, a geographic CRS or non-metre units.
+    NoDataError
+        Every pixel is nodata.
+    UnitsError
+        Heights look like kilometres.
+    """
+    import rasterio
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"DEM file {p} does not exist. Check the path (lunarmap's embedded DEMs are in tiles/).")
+    if p.suffix.lower() == ".lbl":
+        img = p.with_suffix(".IMG") if p.with_suffix(".IMG").exists() else p.with_suffix(".img")
+        p = img if img.exists() else p
+    try:
+        with rasterio.open(p) as ds:
+            count, nodata, dtype, crs = ds.count, ds.nodata, ds.dtypes[0], ds.crs
+            res = ds.res
+            transform = ds.transform
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputFileError(
+            f"Cannot read {p} as a raster ({exc}). The file may be corrupt or truncated, or not a "
+            f"format GDAL reads (GeoTIFF/COG, PDS .IMG+.LBL). Re-download or re-export it."
+        ) from exc
+    if count != 1:
+        raise InputFileError(f"{p} has {count} bands; a DEM must have exactly one (height).")
+    crs = check_moon_crs(crs, what=f"DEM {p.name}")
+    if abs(abs(res[0]) - abs(res[1])) > 1e-6 * abs(res[0]) or transform.b != 0 or transform.d != 0:
+        raise InputFileError(
+            f"{p} has non-square or rotated pixels (res {res}); resample it to square pixels in a polar "
+            f"stereographic Moon CRS first (gdalwarp -tr GSD GSD)."
+        )
+    try:
+        da = rioxarray.open_rasterio(p, chunks=chunks if chunks is not None else None, masked=True)
+    except Exception as exc:  # rasterio raises several types for corrupt files
+        raise InputFileError(f"Cannot read pixel data from {p} ({exc}). The file may be corrupt.") from exc
+    da = da.squeeze("band", drop=True)
+    if da.dtype != np.float64:
+        da = da.astype("float32")
+    scale = 1000.0 if units == "km" else 1.0
+    if units not in ("m", "km"):
+        raise UnitsError(f"units must be 'm' or 'km', got {units!r}.")
+    if scale != 1.0:
+        da = da * np.float32(scale)
+    da = _finish_elevation(da, crs=standard_polar_crs(crs), source=str(p), nodata=nodata)
+    _check_valid(da, p, check_units=check_units and units == "m")
+    return da
+
+
+def _finish_elevation(da: xr.DataArray, *, crs, source: str, nodata) -> xr.DataArray:
+    da = da.rio.write_crs(crs)
+    da.name = "elevation"
+    gsd = float(abs(da.rio.resolution()[0]))
+    keep = {k: v for k, v in da.attrs.items() if k in ("AREA_OR_POINT",)}
+    da.attrs = {
+        **keep,
+        "units": "m",
+        "long_name": "elevation above the 1737.4 km Moon sphere",
+        "gsd": gsd,
+        "source": source,
+    }
+    da.encoding.pop("_FillValue", None)
+    da = da.rio.write_nodata(np.nan, encoded=False)
+    return da
+
+
+def _check_valid(da: xr.DataArray, path, *, check_units: bool) -> None:
+    """Cheap sanity checks on a decimated view of the DEM (does not load the full raster)."""
+    step_y = max(1, da.sizes["y"] // 512)
+    step_x = max(1, da.sizes["x"] // 512)
+    sample = np.asarray(da[::step_y, ::step_x].values, dtype="float64")
+    finite = np.isfinite(sample)
+    if not finite.any():
+        full_valid = bool(np.isfinite(da).any().compute()) if step_x * step_y > 1 else False
+        if not full_valid:
+            raise NoDataError(
+                f"Every pixel of {path} is nodata: there is no elevation to analyse. Check the file "
+                f"(gdalinfo -stats) and that its nodata value is right."
+            )
+        return
+    vals = sample[finite]
+    if check_units and np.nanmax(np.abs(vals)) < 20.0 and np.ptp(vals) < 40.0 and np.ptp(vals) > 0:
+        raise UnitsError(
+            f"Heights in {path} range {vals.min():.3f}..{vals.max():.3f}: this looks like kilometres "
+            f"(PDS *_FLOAT.IMG polar products are in km). lunarmap works in metres: pass units='km' "
+            f"(CLI: --dem-units km) to convert, or check_units=False if these really are metres."
+        )
+
+
+def elevation_from_array(
+    values: np.ndarray,
+    *,
+    gsd: float,
+    crs="IAU_2015:30135",
+    x0: float | None = None,
+    y0: float | None = None,
+    chunks: int | dict | None = None,
+) -> xr.DataArray:
+    """Wrap a 2-D numpy height array (m) as an ``elevation`` DataArray on a polar grid.
+
+    For synthetic terrain and tests. ``x0``/``y0`` are the map coordinates (m) of the
+    upper-left pixel *corner*; by default the grid is centred on the pole.
+
+    Returns
+    -------
+    xarray.DataArray, dims ``("y", "x")``, same attrs/CRS conventions as :func:`open_dem`.
+    """
+    values = np.asarray(values)
+    if values.ndim != 2:
+        raise ValueError(f"values must be 2-D (y, x), got shape {values.shape}")
+    ny, nx = values.shape
+    if x0 is None:
+        x0 = -nx * gsd / 2.0
+    if y0 is None:
+        y0 = ny * gsd / 2.0
+    x = x0 + (np.arange(nx) + 0.5) * gsd
+    y = y0 - (np.arange(ny) + 0.5) * gsd
+    da = xr.DataArray(values.astype("float32") if values.dtype != np.float64 else values, dims=("y", "x"), coords={"y": y, "x": x})
+    if chunks is not None:
+        da = da.chunk(chunks if isinstance(chunks, dict) else {"y": chunks, "x": chunks})
+    da = _finish_elevation(da, crs=check_moon_crs(crs), source="array", nodata=None)
+    return da
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    An interrupted or failed write never leaves a file at ``path`` that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
