@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 
 from .crs import MOON_GEOGRAPHIC, check_moon_crs, lonlat_to_xy, wrap_longitude, xy_to_lonlat
 from .errors import InputFileError, SitesError
