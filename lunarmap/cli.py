@@ -42,7 +42,7 @@ SchedOpt = typer.Option(None, "--scheduler", help="Dask scheduler: threads (defa
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def handle_errors(func):
@@ -124,7 +124,7 @@ def rank(
         labels_column=labels_column,
         layer_options=_layer_options(far_field, observer_height),
         scheduler=scheduler,
-        write_map=not no_map,
+        write_map=not no_map and _has_maps(),
         write_layers=not no_layers,
         seed=seed,
         quiet=quiet,
@@ -227,3 +227,9 @@ def main():  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _has_maps() -> bool:  # temporary until the maps module lands
+    import importlib.util
+
+    return importlib.util.find_spec("lunarmap.maps") is not None

@@ -169,7 +169,7 @@ def site_features(
 
 def rasterio_window_transform(transform, row_off: int, col_off: int):
     """Affine transform of a window starting at (row_off, col_off)."""
-    return transform * transform.translation(col_off, row_off)
+    return transform @ transform.translation(col_off, row_off)
 
 
 __all__ = ["BufferedStat", "feature_columns", "site_features", "LAYERS"]

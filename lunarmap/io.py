@@ -253,13 +253,16 @@ def write_cog(
     check_moon_crs(da.rio.crs, what=f"layer {da.name!r}")
     units = str(da.attrs.get("units", ""))
     long_name = str(da.attrs.get("long_name", da.name or ""))
-    out = da
+    out = da.copy()
+    out.attrs = {"long_name": long_name, "units": units, "layer": str(da.name)}
+    out.encoding = {}
     if out.dtype == bool:
-        out = out.astype("uint8").rio.write_nodata(255, encoded=False)
+        out = out.astype("uint8")
+        out.attrs = {"long_name": long_name, "units": units, "layer": str(da.name)}
+        out = out.rio.write_nodata(255, encoded=False)
     elif np.issubdtype(out.dtype, np.floating):
         out = out.rio.write_nodata(np.nan, encoded=False)
     out = out.rio.write_crs(da.rio.crs)
-    out.attrs = {"long_name": long_name, "units": units, "layer": str(da.name)}
     with atomic_path(path) as final_tmp:
         gtiff = final_tmp.with_name(final_tmp.name + ".gtiff")
         try:
