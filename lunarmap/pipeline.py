@@ -298,8 +298,8 @@ def write_ranking(table, out: Path, *, crs) -> dict[str, Path]:
 
 
 def write_layers_dir(ds: xr.Dataset, out: Path, *, names=None, quiet: bool = False) -> dict[str, Path]:
-    """Write each 2-D layer of ``ds`` as ``out/NAME.tif`` (COG)."""
-    names = [n for n in (names or list(ds.data_vars)) if ds[n].dims == ("y", "x")]
+    """Write each layer of ``ds`` as ``out/NAME.tif`` (COG; 3-D layers such as ``horizon`` as multi-band)."""
+    names = [n for n in (names or list(ds.data_vars)) if ds[n].dims[-2:] == ("y", "x") and ds[n].ndim in (2, 3)]
     files = {}
     it = names
     if not quiet:

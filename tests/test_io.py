@@ -107,3 +107,17 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("done")
     assert target.read_text() == "done"
+
+
+def test_three_d_layer_is_a_multiband_cog(tmp_path):
+    import xarray as xr
+
+    base = elevation_from_array(np.zeros((16, 16)), gsd=10.0)
+    cube = xr.concat([base + i for i in range(4)], dim=xr.DataArray([0.0, 90.0, 180.0, 270.0], dims="azimuth", name="azimuth"))
+    cube = cube.transpose("azimuth", "y", "x").rename("horizon").rio.write_crs(base.rio.crs)
+    cube.attrs = {"units": "deg", "long_name": "horizon elevation"}
+    p = write_cog(cube, tmp_path / "horizon.tif")
+    with rasterio.open(p) as ds:
+        assert ds.count == 4 and ds.units == ("deg",) * 4
+        assert ds.descriptions[2] == "horizon elevation, azimuth=180"
+        assert ds.read(4).max() == 3.0
