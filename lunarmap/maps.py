@@ -247,18 +247,20 @@ _URL_ATTR = re.compile(
     re.IGNORECASE,
 )
 _URL_CSS = re.compile(r"(?:url\(\s*[\"']?|@import\s+[\"'])\s*((?:https?:)?//[^\"')\s]+)", re.IGNORECASE)
+_URL_TILES = re.compile(r"L\.tileLayer(?:\.wms)?\(\s*[\"']((?:https?:)?//[^\"']+)", re.IGNORECASE)
 
 
 def external_resources(html: str) -> list[str]:
     """URLs that a page would FETCH from the network.
 
     Looks at ``src``/``href`` of ``<script>``, ``<link>``, ``<img>``, ``<iframe>``, media tags,
-    and CSS ``url(...)``/``@import`` with ``http:``, ``https:`` or protocol-relative ``//``
-    addresses. Plain ``<a href>`` links (e.g. Leaflet's attribution) are not resources and are
-    not reported.
+    CSS ``url(...)``/``@import`` and ``L.tileLayer(...)`` templates with ``http:``, ``https:``
+    or protocol-relative ``//`` addresses. Plain ``<a href>`` links (e.g. Leaflet's attribution)
+    are not resources and are not reported.
     """
     out = [m.group(3) for m in _URL_ATTR.finditer(html)]
     out += [m.group(1) for m in _URL_CSS.finditer(html)]
+    out += [m.group(1) for m in _URL_TILES.finditer(html)]
     return out
 
 
@@ -496,6 +498,8 @@ _MAX_CATEGORIES = 20
 
 
 def _grid_crs(layers):
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+
     crs = None
     try:
         crs = layers.rio.crs
