@@ -55,7 +55,7 @@ from .crs import (
     wrap_longitude,
     xy_to_lonlat,
 )
-from .errors import CRSError, LunarmapError, SitesError
+from .errors import LunarmapError, SitesError
 
 __all__ = [
     "JS_XY_TO_LONLAT",
@@ -207,6 +207,7 @@ _PAGE_CSS = """\
 .lunarmap-popup td { padding: 0 6px 0 0; vertical-align: top; }
 .lunarmap-popup .pass { color: #11772b; font-weight: 600; }
 .lunarmap-popup .fail { color: #b3191e; font-weight: 600; }
+.lunarmap-raster { image-rendering: pixelated; image-rendering: crisp-edges; }
 .lunarmap-rank { background: rgba(255,255,255,0.85); border: 0; box-shadow: none; padding: 0 3px;
   font: bold 11px system-ui, sans-serif; }
 """
@@ -266,136 +267,167 @@ def external_resources(html: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _folium_classes() -> SimpleNamespace:
-    """folium element classes used here, defined on first use (folium is imported lazily)."""
+    """folium element classes used here, defined on first use (folium is imported lazily).
+
+    Every lunarmap element puts its finished text into the page through :class:`Raw`, never
+    through folium's ``MacroElement.render``: that one re-parses each rendered block as a Jinja
+    template, so a site named ``{{ ... }}`` would be EXECUTED as template code (and parsing the
+    inlined Leaflet and megabyte ``data:`` URIs as templates costs seconds).
+    """
     import folium
+    from branca.element import Element
+    from folium.elements import ElementAddToElement
     from folium.map import Layer
     from folium.template import Template
 
+    class Raw(Element):
+        """Text put into the page verbatim (no template parsing)."""
+
+        _template = Template("{{ this.text }}")
+
+        def __init__(self, text: str):
+            super().__init__()
+            self._name = "Raw"
+            self.text = text
+
+    def render_raw(el, kwargs, *, header: str | None = None, script: str | None = None):
+        figure = el.get_root()
+        if header is not None:
+            figure.header.add_child(Raw(header), name=el.get_name())
+        if script is not None:
+            figure.script.add_child(Raw(script), name=el.get_name())
+        for child in el._children.values():
+            child.render(**kwargs)
+
     class InlineAssets(folium.MacroElement):
         """Puts the inlined Leaflet CSS/JS in the page head."""
-
-        _template = Template("{% macro header(this, kwargs) %}{{ this.assets }}{% endmacro %}")
 
         def __init__(self):
             super().__init__()
             self._name = "LunarmapInlineAssets"
 
-        @property
-        def assets(self):
-            return _inline_assets()
+        def render(self, **kwargs):
+            render_raw(self, kwargs, header=_inline_assets())
 
     class Script(folium.MacroElement):
         """A script run after the map exists; ``{map}`` in ``code`` is the map's JS name."""
-
-        _template = Template("{% macro script(this, kwargs) %}{{ this.render_code() }}{% endmacro %}")
 
         def __init__(self, code: str, name: str = "LunarmapScript"):
             super().__init__()
             self._name = name
             self.code = code
 
-        def render_code(self):
-            return self.code.replace("{map}", self._parent.get_name())
+        def render(self, **kwargs):
+            render_raw(self, kwargs, script=self.code.replace("{map}", self._parent.get_name()))
 
-    class SitesLayer(Layer):
+    class RawLayer(Layer):
+        """A Leaflet layer defined by ``self.js()`` (which must create ``var <name>``)."""
+
+        def render(self, **kwargs):
+            if self.show:
+                self.add_child(
+                    ElementAddToElement(element_name=self.get_name(), element_parent_name=self._parent.get_name()),
+                    name=self.get_name() + "_add",
+                )
+            render_raw(self, kwargs, script=self.js())
+
+    class RasterOverlay(RawLayer):
+        """``L.imageOverlay`` of a PNG ``data:`` URI with bounds in map units."""
+
+        def __init__(self, url: str, bounds, *, name: str, opacity: float, overlay: bool, show: bool):
+            super().__init__(name=name, overlay=overlay, control=True, show=show)
+            self._name = "RasterOverlay"
+            self.url, self.bounds, self.opacity = url, bounds, opacity
+
+        def js(self):
+            opts = {"opacity": self.opacity, "interactive": False, "className": "lunarmap-raster"}
+            return f"var {self.get_name()} = L.imageOverlay({_js(self.url)}, {_js(self.bounds)}, {_js(opts)});\n"
+
+    class SitesLayer(RawLayer):
         """Sites as a Leaflet feature group: footprints + always-visible markers with popups."""
-
-        _template = Template(
-            """
-            {% macro script(this, kwargs) %}
-            var {{ this.get_name() }} = L.featureGroup();
-            (function (group, feats) {
-              feats.forEach(function (f) {
-                if (f.rings) {
-                  var poly = L.polygon(f.rings, {color: f.color, weight: 2, fillColor: f.color,
-                    fillOpacity: 0.3, bubblingMouseEvents: false});
-                  poly.bindPopup(f.popup, {maxWidth: 400});
-                  poly.bindTooltip(f.tip, {sticky: true});
-                  poly.addTo(group);
-                }
-                var mk = L.circleMarker(f.point, {radius: f.ranked ? 7 : 5, color: "#000", weight: 1,
-                  fillColor: f.color, fillOpacity: 0.95, bubblingMouseEvents: false});
-                mk.bindPopup(f.popup, {maxWidth: 400});
-                if (f.label) {
-                  mk.bindTooltip(f.label, {permanent: true, direction: "right", offset: [6, 0],
-                    className: "lunarmap-rank"});
-                } else {
-                  mk.bindTooltip(f.tip);
-                }
-                mk.addTo(group);
-              });
-            })({{ this.get_name() }}, {{ this.features_js }});
-            {% endmacro %}
-            """
-        )
 
         def __init__(self, features_js: str, name: str = "sites", show: bool = True):
             super().__init__(name=name, overlay=True, control=True, show=show)
             self._name = "SitesLayer"
             self.features_js = features_js
 
-    class LinesLayer(Layer):
-        """Polylines with hover labels (the graticule)."""
+        def js(self):
+            return f"var {self.get_name()} = L.featureGroup();\n({_SITES_JS})({self.get_name()}, {self.features_js});\n"
 
-        _template = Template(
-            """
-            {% macro script(this, kwargs) %}
-            var {{ this.get_name() }} = L.featureGroup();
-            (function (group, lines) {
-              lines.forEach(function (l) {
-                L.polyline(l.coords, {color: "#7fd3ff", weight: 1, opacity: 0.7, interactive: true})
-                  .bindTooltip(l.label, {sticky: true}).addTo(group);
-              });
-            })({{ this.get_name() }}, {{ this.lines_js }});
-            {% endmacro %}
-            """
-        )
+    class LinesLayer(RawLayer):
+        """Polylines with hover labels (the graticule)."""
 
         def __init__(self, lines_js: str, name: str = "graticule", show: bool = True):
             super().__init__(name=name, overlay=True, control=True, show=show)
             self._name = "LinesLayer"
             self.lines_js = lines_js
 
+        def js(self):
+            return f"var {self.get_name()} = L.featureGroup();\n({_LINES_JS})({self.get_name()}, {self.lines_js});\n"
+
     class Legend(folium.MacroElement):
         """One control listing the legend of every layer that is currently on."""
-
-        _template = Template(
-            """
-            {% macro script(this, kwargs) %}
-            (function (map) {
-              var entries = [
-              {%- for layer, html in this.entries %}
-                {layer: {{ layer.get_name() }}, html: {{ html }}},
-              {%- endfor %}
-              ];
-              var ctl = L.control({position: "bottomright"});
-              ctl.onAdd = function () {
-                var d = L.DomUtil.create("div", "lunarmap-box lunarmap-legend");
-                L.DomEvent.disableClickPropagation(d);
-                return d;
-              };
-              ctl.addTo(map);
-              function update() {
-                var h = "";
-                entries.forEach(function (e) { if (map.hasLayer(e.layer)) { h += e.html; } });
-                ctl.getContainer().innerHTML = h;
-                ctl.getContainer().style.display = h ? "" : "none";
-              }
-              map.on("overlayadd overlayremove baselayerchange", update);
-              update();
-            })({{ this._parent.get_name() }});
-            {% endmacro %}
-            """
-        )
 
         def __init__(self, entries):
             super().__init__()
             self._name = "LunarmapLegend"
             self.entries = entries  # list of (folium Layer, JS string literal of the HTML)
 
+        def render(self, **kwargs):
+            items = ",\n".join(f"  {{layer: {layer.get_name()}, html: {h}}}" for layer, h in self.entries)
+            render_raw(self, kwargs, script=f"({_LEGEND_JS})({self._parent.get_name()}, [\n{items}\n]);\n")
+
     return SimpleNamespace(
-        InlineAssets=InlineAssets, Script=Script, SitesLayer=SitesLayer, LinesLayer=LinesLayer, Legend=Legend
+        Raw=Raw, InlineAssets=InlineAssets, Script=Script, RasterOverlay=RasterOverlay,
+        SitesLayer=SitesLayer, LinesLayer=LinesLayer, Legend=Legend,
     )
+
+
+_SITES_JS = """function (group, feats) {
+  feats.forEach(function (f) {
+    if (f.rings) {
+      var poly = L.polygon(f.rings, {color: f.color, weight: 2, fillColor: f.color,
+        fillOpacity: 0.3, bubblingMouseEvents: false});
+      poly.bindPopup(f.popup, {maxWidth: 400});
+      poly.bindTooltip(f.tip, {sticky: true});
+      poly.addTo(group);
+    }
+    var mk = L.circleMarker(f.point, {radius: f.ranked ? 7 : 5, color: "#000", weight: 1,
+      fillColor: f.color, fillOpacity: 0.95, bubblingMouseEvents: false});
+    mk.bindPopup(f.popup, {maxWidth: 400});
+    if (f.label) {
+      mk.bindTooltip(f.label, {permanent: true, direction: "right", offset: [6, 0], className: "lunarmap-rank"});
+    } else {
+      mk.bindTooltip(f.tip);
+    }
+    mk.addTo(group);
+  });
+}"""
+
+_LINES_JS = """function (group, lines) {
+  lines.forEach(function (l) {
+    L.polyline(l.coords, {color: "#7fd3ff", weight: 1, opacity: 0.7, interactive: true})
+      .bindTooltip(l.label, {sticky: true}).addTo(group);
+  });
+}"""
+
+_LEGEND_JS = """function (map, entries) {
+  var ctl = L.control({position: "bottomright"});
+  ctl.onAdd = function () {
+    var d = L.DomUtil.create("div", "lunarmap-box lunarmap-legend");
+    L.DomEvent.disableClickPropagation(d);
+    return d;
+  };
+  ctl.addTo(map);
+  function update() {
+    var h = "";
+    entries.forEach(function (e) { if (map.hasLayer(e.layer)) { h += e.html; } });
+    ctl.getContainer().innerHTML = h;
+    ctl.getContainer().style.display = h ? "" : "none";
+  }
+  map.on("overlayadd overlayremove baselayerchange", update);
+  update();
+}"""
 
 
 #: names of folium's default head resources (folium 0.17-0.20) replaced by the inlined copies.
@@ -557,7 +589,7 @@ def _png_data_uri(rgba: np.ndarray) -> str:
     from PIL import Image
 
     buf = _io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA").save(buf, format="PNG", optimize=True)
+    Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA").save(buf, format="PNG", compress_level=6)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -604,9 +636,9 @@ def _render_layer(name: str, da, max_px: int):
         rgba[on, :3] = style["color"]
         rgba[on, 3] = style["alpha"]
         sw = "rgba({},{},{},{:.2f})".format(*style["color"], style["alpha"] / 255)
-        legend = (
+        legend = (  # a mask has no unit: name only
             f'<div class="lm-entry"><span class="lm-sw" style="background:{sw}"></span>'
-            f'<span class="lm-title">{title}</span></div>'
+            f'<span class="lm-title">{_html.escape(str(name))}</span></div>'
         )
         return _png_data_uri(rgba), bounds, legend, 1.0
 
@@ -882,10 +914,21 @@ def _graticule(crs, bounds, polar):
     return lines
 
 
+_JS_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
 def _js(obj) -> str:
-    """JSON that is safe inside a <script> element."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c").replace(
-        ">", "\\u003e").replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    """JSON that is safe inside a <script> element (no ``</script>``, no line separators)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    for k, v in _JS_ESCAPES.items():
+        text = text.replace(k, v)
+    return text
+
+
+def _label(name) -> str:
+    """A layer name for the layer control. folium's LayerControl re-parses its output as a Jinja
+    template, so template delimiters are broken up there."""
+    return re.sub(r"([{%#}])(?=[{%#}])", r"\1 ", str(name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1000,7 +1043,7 @@ def site_map(
         control_scale=False,
         attributionControl=True,
     )
-    m.get_root().title = title
+    m.get_root().title = _html.escape(str(title))
     make_offline(m)
     cls = _folium_classes()
     legend_entries = []
@@ -1009,14 +1052,9 @@ def site_map(
         da = layers[name]
         uri, bounds, legend, opacity = _render_layer(name, da, max_overlay_px)
         base = name == "hillshade" or (i == 0 and "hillshade" not in names and name in ("elevation", "image_enhanced"))
-        ov = folium.raster_layers.ImageOverlay(
-            image=uri,
-            bounds=bounds,
-            name=name,
-            opacity=opacity,
-            overlay=not base,
+        ov = cls.RasterOverlay(
+            uri, bounds, name=_label(name), opacity=opacity, overlay=not base,
             show=base or (name in show if show is not None else i == 0),
-            interactive=False,
         )
         ov.add_to(m)
         if not base:

@@ -63,7 +63,9 @@ def demo_inputs():
             "hillshade": (("y", "x"), hs, {"units": "1", "long_name": "hillshade"}),
             "elevation": dem,
             "slope": (("y", "x"), sl, {"units": "deg", "long_name": "slope"}),
-            "psr": low.where(np.isfinite(dem), False).astype(bool),
+            "psr": low.where(np.isfinite(dem), False).astype(bool).assign_attrs(
+                units="1", long_name="stand-in PSR mask: elevation below its 5th percentile"
+            ),
         },
         coords=dem.coords,
     )

@@ -80,9 +80,7 @@ def _png(uri):
 
 
 def _overlays(m):
-    import folium
-
-    return {c.layer_name: c for c in m._children.values() if isinstance(c, folium.raster_layers.ImageOverlay)}
+    return {c.layer_name: c for c in m._children.values() if type(c).__name__ == "RasterOverlay"}
 
 
 def _sites_json(m):
@@ -290,6 +288,17 @@ def test_popups_have_names_ranks_constraints_and_latlon():
     assert ga > ra and rb > gb
     page = map_html(m)
     assert "Ridge <alpha>" not in page and "Ridge \\u003calpha\\u003e" in page  # escaped in the script
+
+
+def test_site_text_is_never_run_as_template_or_html():
+    # folium re-parses rendered blocks as Jinja templates; lunarmap's elements must not
+    sites = _sites()
+    sites.loc[0, "name"] = "{{ 7*7 }} {% if true %}x{% endif %} </script><b>"
+    sites.loc[1, "top_factors"] = "{# c #}"
+    page = map_html(site_map(_layers(), sites, title="<i>t</i> {{ 6*7 }}"))
+    assert "{{ 7*7 }} {% if true %}x{% endif %}" in page and "{# c #}" in page
+    assert "</script><b>" not in page
+    assert "<title>&lt;i&gt;t&lt;/i&gt; {{ 6*7 }}</title>" in page
 
 
 def test_sites_only_map():
