@@ -174,6 +174,10 @@ def test_jupyter_repr_is_self_contained():
     inner = html_lib.unescape(rep)
     assert "Leaflet 1.9.4" in inner and "L.imageOverlay" in inner
     assert external_resources(inner) == []
+    # what Jupyter itself asks for (IPython's display formatter) is that same page
+    formatter = pytest.importorskip("IPython.core.formatters").DisplayFormatter()
+    data, _ = formatter.format(m)
+    assert "lunarmapXYToLonLat" in html_lib.unescape(data["text/html"])
 
 
 def test_save_map_writes_atomically(tmp_path):
@@ -365,20 +369,38 @@ def test_real_tile_shackleton_site_lands_in_the_crater():
     assert external_resources(map_html(m)) == []
 
 
-@pytest.mark.skipif(
-    not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="headless chromium not installed"
-)
-def test_renders_offline_in_headless_chromium(tmp_path):
+def _chromium_dom(page_path):
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    out = save_map(site_map(_layers(), _sites()), tmp_path / "m.html")
     with tempfile.TemporaryDirectory() as prof:
         r = subprocess.run(
             [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", f"--user-data-dir={prof}", "--virtual-time-budget=3000",
-             "--dump-dom", out.as_uri()],
+             "--dump-dom", Path(page_path).as_uri()],
             capture_output=True, text=True, timeout=120,
         )
-    dom = r.stdout
+    return r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="headless chromium not installed"
+)
+def test_renders_offline_in_headless_chromium(tmp_path):
+    m = site_map(_layers(), _sites())
+    out = save_map(m, tmp_path / "m.html")
+    # after loading, move the "cursor" to x=3 km, y=-9 km and open the #1 site's popup
+    probe = (
+        "<script>setTimeout(function () { var map = %s;"
+        " map.fire('mousemove', {latlng: L.latLng(-9000, 3000)});"
+        " map.eachLayer(function (l) { if (l.getTooltip && l.getTooltip() && l.getTooltip().getContent() === '#1')"
+        " { l.openPopup(); } }); }, 200);</script>" % m.get_name()
+    )
+    page = out.read_text(encoding="utf-8")
+    out.write_text(page[: page.rindex("</html>")] + probe + "</html>", encoding="utf-8")
+    dom = _chromium_dom(out)
     assert 'class="leaflet-image-layer' in dom  # Leaflet ran and placed the hillshade
     assert re.search(r'leaflet-tooltip lunarmap-rank[^>]*>#1<', dom)  # sites drawn, labelled
     assert "lunarmap-legend" in dom and "leaflet-control-layers" in dom
+    lon, lat = xy_to_lonlat(3000.0, -9000.0, SOUTH_POLAR_STEREO)  # JS read-out == PROJ
+    assert f"lat {lat:.4f}°, lon {lon:.4f}°E" in dom
+    assert re.search(r'leaflet-popup-content[^>]*>.*#1 Ridge &lt;alpha&gt;', dom, re.S)  # popup opens
