@@ -392,7 +392,7 @@ _SITES_JS = """function (group, feats) {
       poly.bindTooltip(f.tip, {sticky: true});
       poly.addTo(group);
     }
-    var mk = L.circleMarker(f.point, {radius: f.ranked ? 7 : 5, color: "#000", weight: 1,
+    var mk = L.circleMarker(f.point, {radius: f.radius, color: "#000", weight: f.radius > 4 ? 1 : 0.5,
       fillColor: f.color, fillOpacity: 0.95, bubblingMouseEvents: false});
     mk.bindPopup(f.popup, {maxWidth: 400});
     if (f.label) {
@@ -605,7 +605,7 @@ def _fmt_num(v: float) -> str:
     a = abs(v)
     if a != 0 and (a >= 1e5 or a < 1e-3):
         return f"{v:.3g}"
-    return f"{v:.4g}" if a < 10 else f"{v:.1f}" if a < 1000 else f"{v:.0f}"
+    return f"{v:.3g}" if a < 1 else f"{v:.4g}" if a < 10 else f"{v:.1f}" if a < 1000 else f"{v:.0f}"
 
 
 def _legend_title(name, da):
@@ -727,6 +727,12 @@ def _rings(geom):
 
 
 _CORE_COLUMNS = {"site_id", "name", "rank", "score", "status", "top_factors", "geometry"}
+#: shown in the popup's main table when present (the ranking table's verdict columns)
+_VERDICT_COLUMNS = ("label", "feasible", "tie", "region")
+#: not repeated under "features" (the popup already gives the position)
+_POSITION_COLUMNS = {"lat", "lon", "x", "y"}
+_MAX_FEATURES = 30
+_MANY_SITES = 30
 
 
 def _site_features(sites, crs, polar):
@@ -742,10 +748,13 @@ def _site_features(sites, crs, polar):
     sc = score[ranked & np.isfinite(score)]
     smin, smax = (float(sc.min()), float(sc.max())) if sc.size else (0.0, 1.0)
     pass_cols = [c for c in sites.columns if str(c).startswith("pass_")]
+    verdict = [c for c in _VERDICT_COLUMNS if c in sites.columns]
     extra = [
         c for c in sites.columns
-        if c not in _CORE_COLUMNS and c not in pass_cols and np.issubdtype(np.asarray(sites[c]).dtype, np.number)
-    ][:15]
+        if c not in _CORE_COLUMNS and c not in pass_cols and c not in verdict and c not in _POSITION_COLUMNS
+        and np.issubdtype(np.asarray(sites[c]).dtype, np.number)
+    ][:_MAX_FEATURES]
+    many = n > _MANY_SITES  # many pads: small markers except the top 10, so the terrain stays visible
 
     feats = []
     order = sorted(range(n), key=lambda i: (ranked[i], -rank[i] if ranked[i] else 0.0))  # best drawn last
@@ -754,7 +763,9 @@ def _site_features(sites, crs, polar):
         geom = row.geometry
         if geom is None or geom.is_empty:
             continue
-        pt = geom if geom.geom_type == "Point" else geom.representative_point()
+        pt = geom if geom.geom_type == "Point" else geom.centroid  # a pad's centre
+        if not pt.within(geom) and geom.geom_type != "Point":  # e.g. a crescent: use an inner point
+            pt = geom.representative_point()
         lon, lat = _lonlat(pt.x, pt.y, crs, polar)
         sid = row["site_id"] if "site_id" in sites else sites.index[i]
         name = row["name"] if "name" in sites and not _is_missing(row["name"]) else sid
@@ -775,6 +786,9 @@ def _site_features(sites, crs, polar):
             rows.append(f"<tr><td>score</td><td>{_fmt_num(score[i])}</td></tr>")
         if status is not None:
             rows.append(f"<tr><td>status</td><td>{_cell(status)}</td></tr>")
+        for c in verdict:
+            if not _is_missing(row[c]):
+                rows.append(f"<tr><td>{_html.escape(str(c))}</td><td>{_cell(row[c])}</td></tr>")
         rows.append(f"<tr><td>position</td><td>{_fmt_lonlat(lon, lat)}</td></tr>")
         for c in pass_cols:
             v = row[c]
@@ -787,7 +801,7 @@ def _site_features(sites, crs, polar):
         if "top_factors" in sites and not _is_missing(row["top_factors"]) and str(row["top_factors"]).strip():
             body += (
                 '<div style="margin-top:4px"><b>Top factors (SHAP)</b><div style="white-space:pre-line">'
-                f'{_html.escape(str(row["top_factors"]))}</div></div>'
+                f'{_html.escape(str(row["top_factors"]).replace("; ", chr(10)))}</div></div>'
             )
         if extra:
             vals = "".join(f"<tr><td>{_html.escape(str(c))}</td><td>{_cell(row[c])}</td></tr>" for c in extra)
@@ -799,6 +813,7 @@ def _site_features(sites, crs, polar):
                 rings=_rings(geom),
                 color=color,
                 ranked=bool(ranked[i]),
+                radius=(7 if not many or (ranked[i] and rank[i] <= 10) else 4) if ranked[i] else (5 if not many else 3),
                 label=f"#{int(rank[i])}" if ranked[i] and rank[i] <= 10 else None,
                 tip=tip,
                 popup=popup,

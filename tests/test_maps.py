@@ -277,6 +277,9 @@ def test_popups_have_names_ranks_constraints_and_latlon():
     a = by_tip["#1 Ridge <alpha>"]
     assert "#1 Ridge &lt;alpha&gt;" in a["popup"] and "rank</td><td>1 of 2" in a["popup"]
     assert a["label"] == "#1" and a["rings"] is not None
+    assert a["point"] == pytest.approx([-2000.0, 1000.0], abs=0.01)  # the pad's centre, not any inner point
+    lon_a, lat_a = xy_to_lonlat(1000.0, -2000.0, SOUTH_POLAR_STEREO)
+    assert f"lat {lat_a:.4f}°, lon {lon_a:.4f}°E" in a["popup"]
     b = by_tip["#2 Rim beta"]
     assert '<td>sun</td><td><span class="fail">FAIL</span>' in b["popup"]
     assert '<td>slope</td><td><span class="pass">pass</span>' in b["popup"]
