@@ -407,3 +407,23 @@ def test_renders_offline_in_headless_chromium(tmp_path):
     lon, lat = xy_to_lonlat(3000.0, -9000.0, SOUTH_POLAR_STEREO)  # JS read-out == PROJ
     assert f"lat {lat:.4f}°, lon {lon:.4f}°E" in dom
     assert re.search(r'leaflet-popup-content[^>]*>.*#1 Ridge &lt;alpha&gt;', dom, re.S)  # popup opens
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="headless chromium not installed"
+)
+def test_plain_folium_popup_works_offline_with_jquery_standin(tmp_path):
+    import folium
+
+    m = folium.Map(tiles=None, crs="Simple", location=[0, 0], zoom_start=0)
+    cm = folium.CircleMarker([0, 0], radius=10, popup=folium.Popup("hello <b>stand-in</b>"))
+    cm.add_to(m)
+    m.keep_in_front(cm)  # folium emits $(document).ready(...) for this
+    out = save_map(m, tmp_path / "plain.html")
+    page = out.read_text(encoding="utf-8")
+    assert "$(`" in page  # folium's popup template really calls jQuery
+    probe = "<script>setTimeout(function () { %s.openPopup(); }, 200);</script>" % cm.get_name()
+    out.write_text(page[: page.rindex("</html>")] + probe + "</html>", encoding="utf-8")
+    dom = _chromium_dom(out)
+    assert re.search(r'<div class="leaflet-popup-content"[^>]*><div[^>]*>hello <b>stand-in</b>', dom)
