@@ -124,7 +124,7 @@ def rank(
         labels_column=labels_column,
         layer_options=_layer_options(far_field, observer_height),
         scheduler=scheduler,
-        write_map=not no_map and _has_maps(),
+        write_map=not no_map,
         write_layers=not no_layers,
         seed=seed,
         quiet=quiet,
@@ -227,9 +227,3 @@ def main():  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-
-def _has_maps() -> bool:  # temporary until the maps module lands
-    import importlib.util
-
-    return importlib.util.find_spec("lunarmap.maps") is not None

@@ -124,3 +124,17 @@ def test_user_sites_with_labels(tmp_path, shackleton_path):
     off = t[t["name"] == "offmap"].iloc[0]
     assert off["status"] == "outside DEM" and pd.isna(off["rank"])
     assert json.loads((tmp_path / "o" / "run.json").read_text())["label_source"] == "user"
+
+
+def test_rank_writes_an_offline_map_with_the_sites(ranked):
+    from lunarmap.maps import external_resources
+
+    out, _ = ranked
+    html = (out / "map.html").read_text()
+    assert external_resources(html) == []  # works with no network
+    assert "L.CRS.Simple" in html or "Simple" in html  # polar plane, not Web Mercator
+    t = pd.read_csv(out / "ranking.csv")
+    assert str(t.loc[t["rank"] == 1, "name"].iloc[0]) in html
+    assert "slope" in html
+    # outputs are readable by others (atomic writes must not leave mkstemp's 0600)
+    assert (out / "map.html").stat().st_mode & 0o044 == 0o044
