@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -291,7 +292,9 @@ def write_ranking(table, out: Path, *, crs) -> dict[str, Path]:
         g.to_file(tmp, driver="GPKG", layer="ranking")
     files["gpkg"] = out / "ranking.gpkg"
     gll = g.to_crs(MOON_GEOGRAPHIC)
-    with atomic_path(out / "ranking.geojson") as tmp:
+    with atomic_path(out / "ranking.geojson") as tmp, warnings.catch_warnings():
+        # GeoJSON cannot name a Moon CRS (RFC 7946 is WGS84-only); the docs say it is IAU_2015:30100
+        warnings.filterwarnings("ignore", message=".*not representable in URN OGC format.*")
         tmp.write_text(gll.to_json(drop_id=True, na="null"))
     files["geojson"] = out / "ranking.geojson"
     return files
