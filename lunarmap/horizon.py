@@ -97,7 +97,7 @@ SWEEP_NEAR_PX = 8.0
 #: Sweep method: spacing (pixels) of the parallel sample lines per azimuth.
 SWEEP_LINE_SPACING_PX = 0.5
 #: Accepted ``method`` values.
-METHODS = ("fast", "exact", "brute")
+METHODS = ("fast", "brute", "sweep")
 
 #: Smallest number of azimuths accepted (fewer cannot represent a horizon).
 MIN_AZIMUTHS = 4
@@ -361,15 +361,6 @@ def _kernel_parallel(out, r0, r1, c0, c1, z, zf, fast, pyr, offs, widths, nlev, 
                      zall, sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs,
                      inv2r, margin):
     for ii in prange(r1 - r0):
-        _row(out, ii, r0 + ii, c0, c1, z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
-             sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs, inv2r, margin)
-
-
-@njit(cache=True)
-def _kernel_serial(out, r0, r1, c0, c1, z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf,
-                   zall, sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs,
-                   inv2r, margin):
-    for ii in range(r1 - r0):
         _row(out, ii, r0 + ii, c0, c1, z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
              sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs, inv2r, margin)
 
@@ -682,7 +673,7 @@ class _Prepared:
             self.pyrf = max_pyramid(self.zf)
         self.zall = float(zmax)
 
-    def run(self, r0, r1, c0, c1, *, method="fast", parallel=True, threads=None,
+    def run(self, r0, r1, c0, c1, *, method="fast", threads=None,
             near_px=None, spacing_px=None) -> np.ndarray:
         """Horizon angles (deg, float32, (n_az, r1-r0, c1-c0)) of observers rows r0:r1, cols c0:c1."""
         out = np.empty((self.n_azimuths, r1 - r0, c1 - c0), dtype=np.float32)
@@ -690,37 +681,33 @@ class _Prepared:
         pyr, offs, widths, nlev = self.pyr
         pyrf, offsf, widthsf, nlevf = self.pyrf
         fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn = self.far
-        if method == "fast" and self.dmax < 1e299:
-            method = "exact"  # the sweep has no per-observer distance limit
+        if method == "sweep" and self.dmax < 1e299:
+            method = "fast"  # the sweep has no per-observer distance limit
         common = (self.z, self.zf)
         tail = (pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, self.zall, self.sin_a, self.cos_a, g.g,
                 float(np.sign(g.sx)), float(np.sign(g.sy)), self.has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn)
         box = (out, int(r0), int(r1), int(c0), int(c1))
-        if method == "fast":
+        if method == "sweep":
             kern = _kernel_sweep
             args = box + common + tail + (
                 self.hobs, self.inv2r,
                 float(SWEEP_NEAR_PX if near_px is None else near_px),
                 float(SWEEP_LINE_SPACING_PX if spacing_px is None else spacing_px),
             )
-            parallel = True  # parallel over azimuths; serialised by the lock below
-        elif method in ("exact", "brute"):
-            kern = _kernel_parallel if parallel else _kernel_serial
-            args = box + common + (method == "exact",) + tail + (
+        elif method in ("fast", "brute"):
+            kern = _kernel_parallel
+            args = box + common + (method == "fast",) + tail + (
                 self.dmax, self.hobs, self.inv2r, math.radians(GUESS_MARGIN_DEG))
         else:
             raise LunarmapError(f"method must be one of {METHODS}, got {method!r}.")
-        if parallel:
-            with _NUMBA_LOCK:
-                old = numba.get_num_threads()
-                if threads is not None:
-                    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-                try:
-                    kern(*args)
-                finally:
-                    numba.set_num_threads(old)
-        else:
-            kern(*args)
+        with _NUMBA_LOCK:  # one parallel launch at a time (dask may run chunk tasks in threads)
+            old = numba.get_num_threads()
+            if threads is not None:
+                numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+            try:
+                kern(*args)
+            finally:
+                numba.set_num_threads(old)
         return out
 
 
@@ -772,8 +759,8 @@ def horizon_numpy(
         Horizon elevation angle (deg); NaN where the observer pixel is NaN or the ray found no
         valid sample (outermost pixels looking outward without a far field).
     """
-    if method not in ("fast", "brute"):
-        raise LunarmapError(f"method must be 'fast' or 'brute', got {method!r}.")
+    if method not in METHODS:
+        raise LunarmapError(f"method must be one of {METHODS}, got {method!r}.")
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2:
         raise LunarmapError(f"The DEM must be 2-D (y, x), got shape {z.shape}.")
@@ -792,15 +779,15 @@ def horizon_numpy(
                      max_distance_m=max_distance_m)
     r0, r1 = rows if rows is not None else (0, ny)
     c0, c1 = cols if cols is not None else (0, nx)
-    return prep.run(r0, r1, c0, c1, fast=(method == "fast"), parallel=True, threads=threads)
+    return prep.run(r0, r1, c0, c1, method=method, threads=threads)
 
 
 def _prepare_from_arrays(z, x, y, zf, fx, fy, kw):
     return _Prepared(z, x, y, zf, fx, fy, **kw)
 
 
-def _run_block(prep, r0, r1, c0, c1, fast):
-    return prep.run(r0, r1, c0, c1, fast=fast, parallel=True)
+def _run_block(prep, r0, r1, c0, c1, method):
+    return prep.run(r0, r1, c0, c1, method=method)
 
 
 def horizon_map(
@@ -863,8 +850,8 @@ def horizon_map(
     import dask
     import dask.array as dsa
 
-    if method not in ("fast", "brute"):
-        raise LunarmapError(f"method must be 'fast' or 'brute', got {method!r}.")
+    if method not in METHODS:
+        raise LunarmapError(f"method must be one of {METHODS}, got {method!r}.")
     elevation = _as_dem(elevation, "elevation")
     crs = _crs_of(elevation)
     if crs is not None:
@@ -894,14 +881,13 @@ def horizon_map(
         ychunks, xchunks = elevation.data.chunks
     else:
         ychunks, xchunks = (ny,), (nx,)
-    fast = method == "fast"
     rows = []
     r0 = 0
     for h in ychunks:
         row = []
         c0 = 0
         for w in xchunks:
-            blk = dask.delayed(_run_block, pure=True)(prep, r0, r0 + h, c0, c0 + w, fast)
+            blk = dask.delayed(_run_block, pure=True)(prep, r0, r0 + h, c0, c0 + w, method)
             row.append(dsa.from_delayed(blk, shape=(n_azimuths, h, w), dtype=np.float32))
             c0 += w
         rows.append(row)
