@@ -205,3 +205,12 @@ def test_sweep_approximation_is_close_to_the_reference():
     err = np.abs(sweep - ref)
     assert np.mean(err) < 0.05
     assert np.percentile(err, 99) < 0.5
+
+
+def test_grid_orientation_does_not_matter():
+    # the same terrain stored south-up (y increasing) must give the same horizons per azimuth
+    near, chip = _real_chip(16)
+    a = horizon_map(chip, n_azimuths=8).values
+    flipped = chip.isel(y=slice(None, None, -1))
+    b = horizon_map(flipped, n_azimuths=8).values[:, ::-1, :]
+    np.testing.assert_allclose(a, b, atol=1e-4, equal_nan=True)
