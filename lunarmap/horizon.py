@@ -833,6 +833,7 @@ def horizon_map(
     far_field : xarray.DataArray, dims ("y", "x"), optional
         Coarser regional DEM in the *same CRS* (e.g. ``tiles/lola_ldem80s_480m_south_pole_250km.tif``),
         sampled where rays have left ``elevation``, so a small tile still sees distant mountains.
+        NaN holes *inside* ``elevation`` are not filled from it (their cells are ignored).
     observer_height_m : float, default 0
         Observer (e.g. solar panel, mast) height above the ground (m).
     max_distance_m : float, optional

@@ -214,3 +214,12 @@ def test_grid_orientation_does_not_matter():
     flipped = chip.isel(y=slice(None, None, -1))
     b = horizon_map(flipped, n_azimuths=8).values[:, ::-1, :]
     np.testing.assert_allclose(a, b, atol=1e-4, equal_nan=True)
+
+
+def test_max_distance_cuts_off_distant_terrain():
+    z = _cone()
+    east = 2  # azimuth 90 deg with 8 bins
+    seen = horizon_numpy(z, 1000.0, 8, rows=(80, 81), cols=(10, 11), max_distance_m=120_000.0)[east, 0, 0]
+    cut = horizon_numpy(z, 1000.0, 8, rows=(80, 81), cols=(10, 11), max_distance_m=90_000.0)[east, 0, 0]
+    assert seen > 1.0  # the cone at 100 km
+    assert -0.01 < cut <= 0.0  # only flat ground within 90 km
