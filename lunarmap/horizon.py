@@ -188,7 +188,7 @@ def _slab(p0x, p0y, ux, uy, xmax, ymax):
 
 
 @njit(cache=True)
-def _cell_max(z, ci, cj, p0x, p0y, ux, uy, g, da, db, zobs, inv2r, best):
+def _cell_max(z, ci, cj, p0x, p0y, al, be, da, db, zobs, inv2r, best):
     """Exact max of ``tan(e)`` over the ray segment d in [da, db] (m) inside bilinear cell (ci, cj).
 
     Along a straight ray the bilinear surface is a quadratic ``z = A + B d + C d**2`` (C from the
@@ -202,8 +202,7 @@ def _cell_max(z, ci, cj, p0x, p0y, ux, uy, g, da, db, zobs, inv2r, best):
     z11 = z[ci + 1, cj + 1]
     if not (z00 == z00 and z01 == z01 and z10 == z10 and z11 == z11):
         return best
-    al = ux / g
-    be = uy / g
+    # al, be: ray direction in pixels per metre
     fx0 = p0x - cj
     fy0 = p0y - ci
     e = z01 - z00
@@ -258,27 +257,27 @@ def _march(z, prune, pyr, offs, widths, nlev, zall, p0x, p0y, ux, uy, g, d_from,
     bx = 1 if ux > 0.0 else 0
     by = 1 if uy > 0.0 else 0
     eps = 1e-7 * g
+    inv_g = 1.0 / g
+    al = ux * inv_g
+    be = uy * inv_g
     level = 0
     w0 = nx - 1
     h0 = ny - 1
     while d < hi:
-        t = (d + eps) / g  # a point just ahead locates the cell the ray is entering
+        t = (d + eps) * inv_g  # a point just ahead locates the cell the ray is entering
         qx = p0x + t * ux
         qy = p0y + t * uy
         s = float(1 << level)
         inv_s = 1.0 / s
-        cj = int(math.floor(qx * inv_s))
-        ci = int(math.floor(qy * inv_s))
+        # truncation == floor for x >= 0; negative values (rounding at the edge) clamp to 0 anyway
+        cj = int(qx * inv_s) if qx > 0.0 else 0
+        ci = int(qy * inv_s) if qy > 0.0 else 0
         w = widths[level]
         h = widths[nlev + level]
         if cj >= w:
             cj = w - 1
         if ci >= h:
             ci = h - 1
-        if cj < 0:
-            cj = 0
-        if ci < 0:
-            ci = 0
         te = 1e300
         xface = True
         if ux != 0.0:
@@ -315,7 +314,7 @@ def _march(z, prune, pyr, offs, widths, nlev, zall, p0x, p0y, ux, uy, g, d_from,
             cj = w0 - 1
         if ci > h0 - 1:
             ci = h0 - 1
-        best = _cell_max(z, ci, cj, p0x, p0y, ux, uy, g, d, de, zobs, inv2r, best)
+        best = _cell_max(z, ci, cj, p0x, p0y, al, be, d, de, zobs, inv2r, best)
         d = de
     return best
 
