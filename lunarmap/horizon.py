@@ -17,7 +17,7 @@ elevation angle above the observer's local horizontal plane is::
 i.e. the target drops ``d**2 / (2 R)`` below the observer's tangent plane (the standard
 small-angle curvature correction; against the exact spherical formula it differs by
 ``R theta**4 / 24`` in height, ~4 m at 150 km, < 0.002 deg). The horizon angle is
-``atan(max tan(e))`` over the samples of the ray. On a smooth sphere this gives the analytic dip
+``atan(max tan(e))`` over the whole ray (see below). On a smooth sphere this gives the analytic dip
 ``-sqrt(2 h / R) ~ -acos(R / (R + h))``. Grid (projected) distance is used as surface distance: in
 polar stereographic the scale factor is ``2 / (1 + sin|lat|)``, 1.0019 at 85 deg, 1.0076 at 80 deg,
 so distances are overestimated by that factor (angles of distant targets change by < 1 %).
@@ -50,8 +50,8 @@ it. Each ray starts from a guess 1 deg below the previous pixel's horizon in tha
 re-run from scratch if nothing beats the guess (guess-and-verify), which sharpens pruning early.
 Pruning is conservative, so the result equals the reference up to floating-point rounding
 (measured: max difference 0). Cost per ray grows with the number of pyramid cells poking above the
-current horizon, not with the ray length: 10-13x faster than the reference, ~0.5 M pixel x azimuth
-per second per core on the Shackleton tile with far field (``scripts/bench_horizon.py``).
+current horizon, not with the ray length: 8.5-13x faster than the reference, ~0.5-0.7 M pixel x
+azimuth per second per core on the Shackleton tile with far field (``scripts/bench_horizon.py``).
 
 The line sweep (``method="sweep"``, approximate, opt-in)
 --------------------------------------------------------
@@ -62,7 +62,7 @@ vertex of steepest slope in (S, w), plus ``S_o/R``): Stewart 1998 ("Fast horizon
 all points of a terrain with visibility and shading applications", IEEE TVCG 4(1)); Timonen &
 Westerholm 2010 ("Scalable height field self-shadowing", Eurographics). Terrain within 8 px is
 marched exactly from the pixel centre. The lines' lateral offset (<= 0.25 px) makes it
-approximate: on a whole 128^2 Shackleton crop it is ~2.4x faster than ``fast`` with max error
+approximate: on a whole 128^2 Shackleton crop it is ~2.2x faster than ``fast`` with max error
 3.1 deg (edge pixels), p99 0.28 deg (``docs/horizon.md``). It falls back to ``fast`` when
 ``max_distance_m`` is given.
 
