@@ -1,0 +1,375 @@
+"""Tiled inference: cut a raster into overlapping chips, run a model on batches, blend back.
+
+A network sees a fixed-size ``chip``; its output is unreliable within its receptive field of the
+chip border (the network "sees" padding there). :class:`TileGrid` therefore places chips with a
+stride smaller than the chip so that every output pixel comes from the *interior* of at least one
+chip, and stitches the chips with a weight window that is
+
+* zero in a margin of ``halo`` pixels at each chip border (outputs there are never used),
+* a linear ramp of ``ramp`` pixels inside that margin, and
+* one in the chip centre,
+
+so overlapping ramps of neighbouring chips sum to one (a partition of unity when
+``stride = chip - 2*halo - ramp``): no seams at chip borders. This is the rule of TorchGeo's
+``GridGeoSampler`` ("overlap approximately the receptive field", ``torchgeo/samplers/single.py``),
+with the overlap split into a discarded margin (``halo``) and a blending ramp.
+
+:func:`predict_tiled` applies this per Dask chunk through ``dask.array.map_overlap(depth=halo)``:
+each chunk is extended by ``halo`` pixels of its neighbours (or reflected at the raster edge), so
+pixels next to a chunk border see the same context as anywhere else and outputs have no seams at
+chunk borders either. For a model whose receptive-field radius is at most ``halo`` the result does
+not depend on the chunking at all (tested); for a deep U-Net (large theoretical receptive field but
+a much smaller *effective* one, Luo et al. 2016, NeurIPS) differences are small and blended.
+
+The module is model-agnostic: the crater network (:mod:`lunarmap.craters`) and the hazard
+network reuse it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import xarray as xr
+
+from .errors import ChipSizeError
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+"""``predict_fn(chips (B, C, chip, chip) float32) -> (B, chip, chip)`` (or ``(B, K, chip, chip)``)."""
+
+InputsFn = Callable[[np.ndarray], np.ndarray]
+"""``inputs_fn(raster_chip (chip, chip) float) -> (C, chip, chip) float32`` (model inputs)."""
+
+
+def default_stride(chip: int, halo: int) -> int:
+    """Stride giving a partition-of-unity blend: ``chip - 2*halo - ramp`` with ``ramp = halo``.
+
+    Falls back to ``chip - 2*halo`` (no blending ramp, plain cropping) when the chip is too small
+    for a ramp, and never returns less than 1.
+    """
+    inner = chip - 2 * halo
+    ramp = min(halo, inner // 2)
+    return max(1, inner - ramp)
+
+
+def check_chip(chip: int, halo: int, *, multiple: int = 1, stride: int | None = None) -> None:
+    """Validate a chip/halo/stride combination; raise :class:`ChipSizeError` saying how to fix it."""
+    if not isinstance(chip, (int, np.integer)) or chip <= 0:
+        raise ChipSizeError(f"chip must be a positive integer number of pixels, got {chip!r}.")
+    if halo < 0:
+        raise ChipSizeError(f"halo must be >= 0 pixels, got {halo}.")
+    if multiple > 1 and chip % multiple:
+        lo = (chip // multiple) * multiple
+        hi = lo + multiple
+        raise ChipSizeError(
+            f"chip={chip} px is not a multiple of {multiple}, which the model requires (its encoder "
+            f"downsamples {int(math.log2(multiple))} times). Use chip={hi}"
+            + (f" or chip={lo}" if lo > 2 * halo else "")
+            + "."
+        )
+    if chip <= 2 * halo:
+        need = 2 * halo + 1
+        if multiple > 1:
+            need = int(math.ceil(need / multiple) * multiple)
+        raise ChipSizeError(
+            f"chip={chip} px is not larger than twice the halo ({halo} px, the part of each chip "
+            f"border discarded because the model's receptive field reaches past it): no pixel would "
+            f"be predicted. Use chip >= {need} px (typically 4-8x the halo), or a smaller halo."
+        )
+    if stride is not None:
+        if stride < 1 or stride > chip - 2 * halo:
+            raise ChipSizeError(
+                f"stride={stride} px must be between 1 and chip - 2*halo = {chip - 2 * halo} px so that "
+                f"every pixel lies in the valid interior of some chip (default: "
+                f"{default_stride(chip, halo)} px)."
+            )
+
+
+def _ramp_window_1d(chip: int, halo: int, stride: int) -> np.ndarray:
+    """1-D blending weights: 0 in the halo margins, linear ramps where neighbours overlap, 1 inside."""
+    inner = chip - 2 * halo
+    ramp = max(0, min(inner - stride, inner // 2))
+    w = np.zeros(chip, dtype="float64")
+    core = np.ones(inner, dtype="float64")
+    if ramp > 0:
+        up = (np.arange(ramp) + 0.5) / ramp  # > 0 everywhere: every interior pixel has weight
+        core[:ramp] = up
+        core[inner - ramp :] = up[::-1]
+    w[halo : halo + inner] = core
+    return w
+
+
+def _origins(n: int, chip: int, stride: int) -> list[int]:
+    """Chip origins along one axis of length ``n >= chip``: 0, stride, ..., last aligned to the end."""
+    if n <= chip:
+        return [0]
+    o = list(range(0, n - chip + 1, stride))
+    if o[-1] != n - chip:
+        o.append(n - chip)
+    return o
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Overlapping chips over a 2-D array that already carries ``halo`` pixels of context.
+
+    The array handed to :meth:`predict` is either a Dask block extended by ``map_overlap``
+    (``pad=False``) or a whole raster, which :meth:`predict` pads with ``halo`` reflected pixels
+    (``pad=True``). Arrays smaller than a chip are reflect-padded up to the chip size.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(ny, nx)`` of the array (without padding).
+    chip : int
+        Chip edge in pixels (square chips). Must exceed ``2*halo`` and be a multiple of
+        ``multiple``.
+    halo : int
+        Pixels at each chip border whose outputs are discarded (receptive-field radius of the
+        model, or the stated rule of the caller).
+    stride : int, optional
+        Chip step in pixels, ``1 <= stride <= chip - 2*halo``. Default
+        :func:`default_stride` (``chip - 3*halo``: overlap = halo margins + blending ramp).
+    multiple : int
+        Chip sizes must be multiples of this (e.g. 32 for a 5-level U-Net encoder).
+    pad : bool
+        Whether :meth:`predict` reflect-pads the array by ``halo`` on every side.
+
+    Raises
+    ------
+    ChipSizeError
+        ``chip <= 2*halo``, ``chip`` not a multiple of ``multiple``, or a stride that leaves gaps.
+    """
+
+    shape: tuple[int, int]
+    chip: int
+    halo: int
+    stride: int | None = None
+    multiple: int = 1
+    pad: bool = True
+
+    def __post_init__(self):
+        check_chip(self.chip, self.halo, multiple=self.multiple, stride=self.stride)
+        if self.stride is None:
+            object.__setattr__(self, "stride", default_stride(self.chip, self.halo))
+
+    # -- geometry -------------------------------------------------------------------------------
+    @property
+    def padding(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """``((top, bottom), (left, right))`` pixels added around the array before chipping."""
+        p = self.halo if self.pad else 0
+        out = []
+        for n in self.shape:
+            extra = max(0, self.chip - (n + 2 * p))
+            out.append((p, p + extra))
+        return tuple(out)  # type: ignore[return-value]
+
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        (t, b), (l, r) = self.padding
+        return (self.shape[0] + t + b, self.shape[1] + l + r)
+
+    @property
+    def origins(self) -> list[tuple[int, int]]:
+        """Upper-left ``(row, col)`` of every chip in padded-array coordinates, row-major."""
+        ny, nx = self.padded_shape
+        return [(r, c) for r in _origins(ny, self.chip, self.stride) for c in _origins(nx, self.chip, self.stride)]
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def window(self) -> np.ndarray:
+        """``(chip, chip)`` float64 blending weights (outer product of the 1-D ramp windows)."""
+        w = _ramp_window_1d(self.chip, self.halo, self.stride)
+        return np.outer(w, w)
+
+    # -- data -----------------------------------------------------------------------------------
+    def pad_array(self, arr: np.ndarray) -> np.ndarray:
+        """Reflect-pad ``arr`` (NaN-aware: NaNs stay NaN and are filled per chip later)."""
+        arr = np.asarray(arr)
+        if arr.shape[-2:] != tuple(self.shape):
+            raise ValueError(f"array shape {arr.shape[-2:]} != grid shape {self.shape}")
+        pads = [(0, 0)] * (arr.ndim - 2) + list(self.padding)
+        if not any(a or b for a, b in pads):
+            return arr
+        return np.pad(arr, pads, mode="symmetric")
+
+    def iter_batches(self, padded: np.ndarray, batch_size: int) -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
+        """Yield ``(origins, chips)`` with ``chips`` of shape ``(B, ..., chip, chip)`` (B <= batch_size)."""
+        origins = self.origins
+        c = self.chip
+        for i in range(0, len(origins), batch_size):
+            batch = origins[i : i + batch_size]
+            yield batch, np.stack([padded[..., r : r + c, q : q + c] for r, q in batch])
+
+    def predict(
+        self,
+        arr: np.ndarray,
+        predict_fn: PredictFn,
+        *,
+        batch_size: int = 8,
+        inputs_fn: InputsFn | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Run ``predict_fn`` on every chip of ``arr`` and blend the outputs back.
+
+        Parameters
+        ----------
+        arr : numpy.ndarray, shape (ny, nx)
+            The raster (any float units; NaN = nodata).
+        predict_fn : callable
+            ``(B, C, chip, chip) float32 -> (B, chip, chip)`` or ``(B, K, chip, chip)``.
+        batch_size : int
+            Chips per ``predict_fn`` call.
+        inputs_fn : callable, optional
+            ``(chip, chip) -> (C, chip, chip)`` float32 model inputs from a raster chip (after NaNs
+            are filled with the chip's mean). Default: the chip itself as one channel.
+        progress : callable, optional
+            Called with the number of chips done after every batch.
+
+        Returns
+        -------
+        numpy.ndarray, float32, shape (ny, nx) or (K, ny, nx)
+            Blended outputs; NaN where the input is NaN (and for chips that are all nodata).
+        """
+        arr = np.asarray(arr, dtype="float32")
+        padded = self.pad_array(arr)
+        w = self.window()
+        acc = None
+        wsum = np.zeros(self.padded_shape, dtype="float64")
+        c = self.chip
+        for origins, chips in self.iter_batches(padded, batch_size):
+            valid = np.isfinite(chips)
+            keep = valid.any(axis=(1, 2))
+            inputs = []
+            for ch, v in zip(chips, valid):
+                if not v.all():
+                    ch = np.where(v, ch, np.nanmean(ch) if v.any() else 0.0).astype("float32")
+                x = inputs_fn(ch) if inputs_fn is not None else ch[None]
+                inputs.append(np.asarray(x, dtype="float32"))
+            batch = np.stack(inputs)
+            if keep.any():
+                out = np.asarray(predict_fn(batch[keep]), dtype="float64")
+            else:
+                out = np.zeros((0, c, c))
+            if out.ndim == 3:
+                out = out[:, None]
+            if acc is None:
+                acc = np.zeros((out.shape[1], *self.padded_shape), dtype="float64")
+            j = 0
+            for (r, q), k in zip(origins, keep):
+                if not k:
+                    continue
+                acc[:, r : r + c, q : q + c] += out[j] * w
+                wsum[r : r + c, q : q + c] += w
+                j += 1
+            if progress is not None:
+                progress(len(origins))
+        if acc is None:  # pragma: no cover - every grid has >= 1 chip
+            acc = np.zeros((1, *self.padded_shape))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = acc / wsum
+        res[:, wsum == 0] = np.nan
+        (t, _), (l, _) = self.padding
+        res = res[:, t : t + self.shape[0], l : l + self.shape[1]]
+        res[:, ~np.isfinite(arr)] = np.nan
+        res = res.astype("float32")
+        return res[0] if res.shape[0] == 1 else res
+
+
+def predict_tiled(
+    da: xr.DataArray,
+    predict_fn: PredictFn,
+    *,
+    chip: int,
+    halo: int,
+    stride: int | None = None,
+    batch_size: int = 8,
+    inputs_fn: InputsFn | None = None,
+    multiple: int = 1,
+    progress: Callable[[int], None] | None = None,
+    name: str | None = None,
+) -> xr.DataArray:
+    """Apply a chip model to a whole raster, lazily, per Dask chunk, with blended stitching.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        dims ``("y", "x")``, any size, Dask- or numpy-backed (numpy is wrapped as one chunk).
+        NaN = nodata.
+    predict_fn : callable
+        ``(B, C, chip, chip) float32 -> (B, chip, chip)`` single-band output (e.g. a probability).
+    chip, halo, stride, multiple : int
+        See :class:`TileGrid`. Chunks are extended by ``halo`` pixels from their neighbours
+        (``map_overlap``, reflected at the raster edge); chunks smaller than ``halo`` are merged
+        (rechunked) first.
+    batch_size : int
+        Chips per ``predict_fn`` call.
+    inputs_fn : callable, optional
+        ``(chip, chip) -> (C, chip, chip)`` model inputs from a raster chip.
+    progress : callable, optional
+        Called with the number of chips finished after every batch (thread-safe callables only
+        when Dask runs chunks in parallel).
+    name : str, optional
+        Name of the returned DataArray.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy (Dask) float32, same dims/coords/CRS as ``da``; NaN where ``da`` is NaN. Nothing is
+        computed until ``.compute()``/writing.
+
+    Raises
+    ------
+    ChipSizeError
+        Invalid chip/halo/stride (see :func:`check_chip`).
+    """
+    import dask.array as dsa
+    import rioxarray  # noqa: F401 - registers the .rio accessor
+
+    if da.ndim != 2 or tuple(da.dims) != ("y", "x"):
+        raise ValueError(f"predict_tiled needs a 2-D DataArray with dims ('y', 'x'), got {da.dims}")
+    check_chip(chip, halo, multiple=multiple, stride=stride)
+    if da.chunks is None:
+        da = da.chunk({"y": -1, "x": -1})
+    data = da.data
+    # map_overlap needs every chunk at least `halo` wide
+    if halo > 0 and any(min(c) < halo for c in data.chunks):
+        target = {i: max(halo, max(c)) for i, c in enumerate(data.chunks)}
+        data = data.rechunk(target)
+        if any(min(c) < halo for c in data.chunks):
+            data = data.rechunk({i: -1 for i in range(2)})
+
+    def _block(block: np.ndarray) -> np.ndarray:
+        grid = TileGrid(block.shape, chip=chip, halo=halo, stride=stride, multiple=multiple, pad=False)
+        out = grid.predict(block, predict_fn, batch_size=batch_size, inputs_fn=inputs_fn, progress=progress)
+        return out.astype("float32")
+
+    if halo > 0:
+        out = dsa.map_overlap(
+            _block, data.astype("float32"), depth=halo, boundary="reflect", trim=True, dtype="float32",
+            meta=np.array((), dtype="float32"),
+        )
+    else:
+        out = data.astype("float32").map_blocks(_block, dtype="float32")
+    res = xr.DataArray(out, dims=da.dims, coords=da.coords, name=name or da.name)
+    res.attrs = {k: v for k, v in da.attrs.items() if k in ("gsd", "source")}
+    res.attrs.update({"chip": int(chip), "halo": int(halo), "stride": int(stride or default_stride(chip, halo))})
+    if hasattr(da, "rio") and da.rio.crs is not None:
+        res = res.rio.write_crs(da.rio.crs)
+    return res
+
+
+def n_chips(shape: tuple[int, int], chunks: tuple[tuple[int, ...], tuple[int, ...]] | None, *, chip: int, halo: int,
+            stride: int | None = None) -> int:
+    """Number of chips :func:`predict_tiled` will run for a raster of ``shape`` and Dask ``chunks``
+    (for progress bars)."""
+    if chunks is None:
+        chunks = ((shape[0],), (shape[1],))
+    total = 0
+    for cy in chunks[0]:
+        for cx in chunks[1]:
+            total += len(TileGrid((cy + 2 * halo, cx + 2 * halo), chip=chip, halo=halo, stride=stride, pad=False))
+    return total
