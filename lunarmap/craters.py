@@ -418,6 +418,9 @@ def _level_candidates(prob: xr.DataArray, radii, target_thresh, template_thresh)
         data = data.rechunk({i: max(depth, max(c)) for i, c in enumerate(data.chunks)})
         if any(min(c) < depth for c in data.chunks):
             data = data.rechunk(-1)
+    if data.numblocks == (1, 1):  # one block (also when smaller than the depth): plain numpy
+        arr = np.pad(np.asarray(data.compute(), dtype="float64"), depth, constant_values=0.0)
+        return _extract_block(arr, radii, target_thresh, template_thresh, depth, data.shape, (0, 0))
     ext = dsa.overlap.overlap(data, depth={0: depth, 1: depth}, boundary={0: 0.0, 1: 0.0})
     blocks = ext.to_delayed()
     parts = []
@@ -432,7 +435,7 @@ def _level_candidates(prob: xr.DataArray, radii, target_thresh, template_thresh)
     return np.concatenate(res) if res else np.zeros((0, 4))
 
 
-CATALOGUE_COLUMNS = ["lat", "lon", "x", "y", "diameter_m", "score", "scale", "radius_px"]
+CATALOGUE_COLUMNS = ["lat", "lon", "x", "y", "diameter_m", "score", "level", "radius_px"]
 
 
 def extract_craters(
@@ -470,7 +473,7 @@ def extract_craters(
     geopandas.GeoDataFrame
         One row per crater: ``lat``, ``lon`` (deg, -180..180), ``x``, ``y`` (m, map CRS),
         ``diameter_m`` (rim diameter = 2 r gsd), ``score`` (template correlation 0.5..1),
-        ``scale`` (pyramid level), ``radius_px`` (at level 1); Point geometry in the map CRS;
+        ``level`` (pyramid downsampling factor it was found at), ``radius_px`` (at full resolution); Point geometry in the map CRS;
         sorted by descending score.
 
     References
@@ -517,7 +520,7 @@ def extract_craters(
     lon, lat = xy_to_lonlat(x, y, crs) if x.size else (np.zeros(0), np.zeros(0))
     df = pd.DataFrame({
         "lat": np.asarray(lat, dtype="float64"), "lon": np.asarray(lon, dtype="float64"),
-        "x": x, "y": y, "diameter_m": 2.0 * r, "score": score, "scale": scale.astype(int),
+        "x": x, "y": y, "diameter_m": 2.0 * r, "score": score, "level": scale.astype(int),
         "radius_px": r / (gsd1 or 1.0),
     })
     return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df.x, df.y), crs=crs.to_wkt())
@@ -630,7 +633,7 @@ def _ctx_detection(ctx) -> CraterDetection:
     det = ctx.options.get(_CTX_KEY)
     if det is None:
         kw = {k[len("crater_"):]: v for k, v in ctx.options.items()
-              if k in ("crater_model", "crater_chip", "crater_scales", "crater_batch_size")}
+              if k in ("crater_model", "crater_chip", "crater_scales", "crater_batch_size", "crater_inputs_fn")}
         det = detect_craters(ctx.elevation, **kw)
         ctx.options[_CTX_KEY] = det
     return det

@@ -334,13 +334,7 @@ def predict_tiled(
     check_chip(chip, halo, multiple=multiple, stride=stride)
     if da.chunks is None:
         da = da.chunk({"y": -1, "x": -1})
-    data = da.data
-    # map_overlap needs every chunk at least `halo` wide
-    if halo > 0 and any(min(c) < halo for c in data.chunks):
-        target = {i: max(halo, max(c)) for i, c in enumerate(data.chunks)}
-        data = data.rechunk(target)
-        if any(min(c) < halo for c in data.chunks):
-            data = data.rechunk({i: -1 for i in range(2)})
+    data = _rechunk_for_halo(da.data, halo)
 
     def _block(block: np.ndarray) -> np.ndarray:
         grid = TileGrid(block.shape, chip=chip, halo=halo, stride=stride, multiple=multiple, pad=False)
@@ -362,12 +356,24 @@ def predict_tiled(
     return res
 
 
+def _rechunk_for_halo(data, halo: int):
+    """Merge chunks so every chunk is at least ``halo`` wide (``map_overlap`` needs it)."""
+    if halo > 0 and any(min(c) < halo for c in data.chunks):
+        data = data.rechunk({i: max(halo, max(c)) for i, c in enumerate(data.chunks)})
+        if any(min(c) < halo for c in data.chunks):
+            data = data.rechunk({i: -1 for i in range(data.ndim)})
+    return data
+
+
 def n_chips(shape: tuple[int, int], chunks: tuple[tuple[int, ...], tuple[int, ...]] | None, *, chip: int, halo: int,
             stride: int | None = None) -> int:
     """Number of chips :func:`predict_tiled` will run for a raster of ``shape`` and Dask ``chunks``
     (for progress bars)."""
+    import dask.array as dsa
+
     if chunks is None:
         chunks = ((shape[0],), (shape[1],))
+    chunks = _rechunk_for_halo(dsa.empty(shape, chunks=chunks), halo).chunks
     total = 0
     for cy in chunks[0]:
         for cx in chunks[1]:
