@@ -148,7 +148,8 @@ def crater_probability_levels(
     model, inputs_fn = _resolve_model(model, inputs_fn)
     if halo is None:
         halo = default_halo(model, chip)
-    check_chip(chip, halo, multiple=CHIP_MULTIPLE, stride=stride)
+    multiple = int(getattr(model, "chip_multiple", CHIP_MULTIPLE))
+    check_chip(chip, halo, multiple=multiple, stride=stride)
     gsd = float(elevation.attrs.get("gsd") or abs(float(elevation.x[1] - elevation.x[0])))
     scales = sorted({int(s) for s in scales})
     if not scales or scales[0] < 1:
@@ -163,7 +164,7 @@ def crater_probability_levels(
 
         p = predict_tiled(
             elev_s, model.predict, chip=chip, halo=halo, stride=stride, batch_size=batch_size,
-            inputs_fn=_inputs, multiple=CHIP_MULTIPLE, progress=progress, name="crater_probability",
+            inputs_fn=_inputs, multiple=multiple, progress=progress, name="crater_probability",
         )
         p = p.clip(0.0, 1.0)
         p.attrs = {"units": "1", "long_name": "crater rim probability", "scale": s, "gsd": gsd_s,

@@ -228,3 +228,48 @@ def test_layers_through_registry_with_stand_in(only_crater_provider):
     v = ds.crater_density.values
     assert v[64, 64] == pytest.approx(1 / (math.pi * 4.0), rel=1e-6)
     assert float(ds.crater_probability.max()) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------- command
+class StandInWithInputs(IdentityRimModel):
+    """Reads a DEM whose rims are 100 m high walls."""
+
+    def inputs(self, chip, gsd):
+        return _inputs(chip / 100.0, gsd)
+
+
+def _write_tif(path, a, gsd=GSD):
+    da = elevation_from_array(a, gsd=gsd)
+    da.rio.to_raster(path)
+    return path
+
+
+def test_run_craters_writes_all_products(tmp_path):
+    import rasterio
+
+    a = ring_raster((160, 192), [(80, 90, 15), (40, 40, 6)])
+    dem = _write_tif(tmp_path / "dem.tif", 100.0 * a)
+    res = C.run_craters(dem, tmp_path / "out", model=StandInWithInputs(), chip=64, scales=(1, 2), progress=False)
+    assert res["n_craters"] == 2
+    for key, p in res["paths"].items():
+        assert p.exists(), key
+    with rasterio.open(res["paths"]["crater_probability"]) as ds:
+        assert ds.crs is not None and "1737400" in ds.crs.to_wkt()
+        assert (ds.width, ds.height) == (192, 160)
+        v = ds.read(1)
+        assert np.nanmax(v) == pytest.approx(1.0)
+    with rasterio.open(res["paths"]["crater_density"]) as ds:
+        assert ds.read(1).max() > 0
+    assert len(pd.read_csv(res["paths"]["csv"])) == 2
+
+
+def test_cli_craters_bad_input_exits_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from lunarmap.cli import app
+
+    r = CliRunner().invoke(app, ["craters", "--dem", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert "does not exist" in r.output
+    r = CliRunner().invoke(app, ["craters", "--dem", "x.tif", "--scales", "1,a"])
+    assert r.exit_code == 2
