@@ -89,14 +89,18 @@ def _resolve_model(model, inputs_fn):
 
 
 def default_halo(model, chip: int) -> int:
-    """Halo (px) for a model: half its receptive field, capped at ``chip // 4``.
+    """Halo (px) for a model: half its *effective* receptive field, capped at ``chip // 8``.
 
-    The cap is the stated rule for deep U-Nets, whose theoretical receptive field exceeds the
-    chip while the *effective* receptive field is a small central part of it (Luo et al. 2016);
-    a ``chip // 4`` margin leaves half of every chip edge as valid interior.
+    Rule: ``halo = ceil(erf / 2)`` with ``erf`` the model card's ``effective_receptive_field_px``
+    (else ``receptive_field_px``), at most ``chip // 8``. Deep U-Nets have a theoretical receptive
+    field wider than the chip while the *effective* one is a small central part of it (Luo et al.
+    2016, NeurIPS); with the cap a 256-px chip keeps a 32-px discarded margin and a 32-px blending
+    ramp (stride 160). The seams this leaves are measured in docs/craters.md (Dask chunking vs one
+    block on the real DEM).
     """
-    rf = int(getattr(model, "receptive_field_px", chip // 2) or chip // 2)
-    return int(max(1, min(rf // 2, chip // 4)))
+    card = getattr(model, "card", None) or {}
+    rf = card.get("effective_receptive_field_px") or getattr(model, "receptive_field_px", None) or chip // 4
+    return int(max(1, min(math.ceil(float(rf) / 2.0), chip // 8)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,7 +477,8 @@ def extract_craters(
     -------
     geopandas.GeoDataFrame
         One row per crater: ``lat``, ``lon`` (deg, -180..180), ``x``, ``y`` (m, map CRS),
-        ``diameter_m`` (rim diameter = 2 r gsd), ``score`` (template correlation 0.5..1),
+        ``diameter_m`` (true rim diameter on the 1737.4 km sphere: 2 r gsd / k, k the map scale
+        factor, :func:`map_scale_factor`), ``score`` (template correlation 0.5..1),
         ``level`` (pyramid downsampling factor it was found at), ``radius_px`` (at full resolution); Point geometry in the map CRS;
         sorted by descending score.
 
@@ -519,12 +524,35 @@ def extract_craters(
         x = y = r = score = np.zeros(0)
         scale = np.zeros(0, dtype=int)
     lon, lat = xy_to_lonlat(x, y, crs) if x.size else (np.zeros(0), np.zeros(0))
+    k = map_scale_factor(x, y, crs) if x.size else np.ones(0)
     df = pd.DataFrame({
         "lat": np.asarray(lat, dtype="float64"), "lon": np.asarray(lon, dtype="float64"),
-        "x": x, "y": y, "diameter_m": 2.0 * r, "score": score, "level": scale.astype(int),
+        "x": x, "y": y, "diameter_m": 2.0 * r / k, "score": score, "level": scale.astype(int),
         "radius_px": r / (gsd1 or 1.0),
     })
     return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df.x, df.y), crs=crs.to_wkt())
+
+
+def map_scale_factor(x, y, crs, *, delta_m: float = 50.0) -> np.ndarray:
+    """Point scale factor k of the map projection at (x, y): map length / true length on the sphere.
+
+    Measured numerically (great-circle distance between (x - delta, y) and (x + delta, y)), so it
+    works for any conformal Moon projection; for south polar stereographic k = 2 / (1 - sin(lat))
+    (1 at the pole, 1.072 at 60 deg S). Used to turn map diameters into true diameters.
+    """
+    from .crs import MOON_RADIUS_M, xy_to_lonlat
+
+    x = np.asarray(x, dtype="float64")
+    y = np.asarray(y, dtype="float64")
+    lo1, la1 = xy_to_lonlat(x - delta_m, y, crs)
+    lo2, la2 = xy_to_lonlat(x + delta_m, y, crs)
+    p1, p2 = np.radians(la1), np.radians(la2)
+    dl = np.radians(np.asarray(lo2) - np.asarray(lo1))
+    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    true = 2 * MOON_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = (2 * delta_m) / true
+    return np.where(np.isfinite(k) & (k > 0), k, 1.0)
 
 
 @dataclass
