@@ -292,19 +292,37 @@ def ring_template(r: int, width: int = RING_WIDTH_PX) -> np.ndarray:
     return (np.abs(d - r) <= width / 2.0).astype("float64")
 
 
+class _BoxSums:
+    """Window sums of an array over k x k windows centred on each pixel (k odd, zero outside),
+    from one integral image shared by every window size up to ``2 * hmax + 1``."""
+
+    def __init__(self, a: np.ndarray, hmax: int):
+        self.h = int(hmax)
+        self.shape = a.shape
+        p = np.pad(a.astype("float64"), ((self.h + 1, self.h), (self.h + 1, self.h)))
+        self.c = p.cumsum(0).cumsum(1)
+
+    def __call__(self, k: int) -> np.ndarray:
+        h, H = k // 2, self.h
+        ny, nx = self.shape
+        c = self.c
+        hi = slice(H + 1 + h, H + 1 + h + ny), slice(H + 1 + h, H + 1 + h + nx)
+        lo_r = slice(H - h, H - h + ny)
+        lo_c = slice(H - h, H - h + nx)
+        return c[hi[0], hi[1]] - c[lo_r, hi[1]] - c[hi[0], lo_c] + c[lo_r, lo_c]
+
+
 def _box_sum(a: np.ndarray, k: int) -> np.ndarray:
-    """Sum over a k x k window centred on each pixel (k odd), zero outside (integral image)."""
-    h = k // 2
-    p = np.pad(a, ((h + 1, h), (h + 1, h)))
-    c = p.cumsum(0).cumsum(1)
-    return c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    """Sum over a k x k window centred on each pixel (k odd), zero outside."""
+    return _BoxSums(a, k // 2)(k)
 
 
 def match_rings(target: np.ndarray, radii: Sequence[int], *, width: int = RING_WIDTH_PX) -> np.ndarray:
     """Normalised cross-correlation of ``target`` with ring templates, one map per radius.
 
     Equivalent to ``skimage.feature.match_template(target, ring, pad_input=True)`` (zero padding,
-    result centred on the ring centre) for each radius, computed with FFTs.
+    result centred on the ring centre) for each radius, computed with real FFTs (the target's
+    transform is computed once and reused for every radius).
 
     Parameters
     ----------
@@ -318,26 +336,35 @@ def match_rings(target: np.ndarray, radii: Sequence[int], *, width: int = RING_W
     ndarray (len(radii), ny, nx) float32
         Pearson correlation -1..1 between the template and the window centred on each pixel.
     """
-    from scipy.signal import fftconvolve
+    from scipy import fft as sfft
 
     t = np.nan_to_num(np.asarray(target, dtype="float64"))
-    out = np.zeros((len(radii), *t.shape), dtype="float32")
-    s1_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    t2 = t * t
+    ny, nx = t.shape
+    out = np.zeros((len(radii), ny, nx), dtype="float32")
+    if len(radii) == 0:
+        return out
+    hmax = int(max(radii) + width + 1)
+    shape = (sfft.next_fast_len(ny + 2 * hmax, real=True), sfft.next_fast_len(nx + 2 * hmax, real=True))
+    ft = sfft.rfft2(t.astype("float32"), s=shape)
+    box1 = _BoxSums(t, hmax)
+    binary = bool(np.isin(t, (0.0, 1.0)).all())
+    box2 = box1 if binary else _BoxSums(t * t, hmax)  # t^2 == t for a 0/1 map
     for i, r in enumerate(radii):
         tmpl = ring_template(int(r), width)
         k = tmpl.shape[0]
+        h = k // 2
         n = tmpl.size
         tz = tmpl - tmpl.mean()
-        num = fftconvolve(t, tz[::-1, ::-1], mode="same")
-        if k not in s1_cache:
-            s1_cache[k] = (_box_sum(t, k), _box_sum(t2, k))
-        s1, s2 = s1_cache[k]
+        # correlation = convolution with the flipped template; the template is symmetric
+        fk = sfft.rfft2(tz[::-1, ::-1].astype("float32"), s=shape)
+        full = sfft.irfft2(ft * fk, s=shape)
+        num = full[h : h + ny, h : h + nx]
+        s1 = box1(k)
+        s2 = s1 if binary else box2(k)
         var = np.maximum(s2 - s1 * s1 / n, 0.0)
         den = np.sqrt(var * float((tz * tz).sum()))
         with np.errstate(invalid="ignore", divide="ignore"):
-            ncc = np.where(den > 1e-9, num / den, 0.0)
-        out[i] = ncc
+            out[i] = np.where(den > 1e-6, num / den, 0.0)
     return out
 
 

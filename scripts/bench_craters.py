@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""Benchmark crater inference on CPU: chips/s, s per megapixel, end-to-end on real DEMs.
+
+Timings on shared machines are noisy (ENVIRONMENT.md): every figure is the median of
+``--repeats`` runs, and each is also given as a ratio to a fixed reference workload timed in the
+same process (numpy 1024x1024 float32 matmul), so runs on different machines compare.
+
+Usage::
+
+    PYTHONPATH=$PWD python scripts/bench_craters.py --threads 1 --repeats 3
+    PYTHONPATH=$PWD python scripts/bench_craters.py --baseline curvature   # no network
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lunarmap import craters as C  # noqa: E402
+from lunarmap.io import open_dem  # noqa: E402
+from lunarmap.tiling import n_chips  # noqa: E402
+
+TILE_200 = ROOT / "tiles" / "shackleton_ridge_lola10m_200m_51km.tif"
+DEM_1600 = ROOT / "tiles" / "lola_ldem256_south_polarstereo_1600m.tif"
+
+
+def median_time(fn, repeats):
+    ts = []
+    out = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), out
+
+
+def reference(repeats):
+    a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+    return median_time(lambda: a @ a, max(5, repeats))[0]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--baseline", choices=["curvature"], default=None)
+    ap.add_argument("--chip", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    import dask
+
+    dask.config.set(scheduler="synchronous" if args.threads == 1 else "threads", num_workers=args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.baseline:
+        from eval_craters import CurvatureBaseline  # noqa: E402
+
+        model, label = CurvatureBaseline(), "curvature baseline"
+        inputs_fn = model.inputs
+    else:
+        from lunarmap.models import crater_inputs, load_crater_model
+
+        model = load_crater_model(args.weights)
+        label = f"crater U-Net ({model.card.get('architecture', {}).get('encoder', '?')})"
+        inputs_fn = crater_inputs
+    ref = reference(args.repeats)
+    res = {"detector": label, "threads": args.threads, "chip": args.chip, "batch": args.batch,
+           "reference_matmul_s": ref, "torch": torch.__version__}
+
+    # 1. raw model throughput
+    elev = open_dem(TILE_200, chunks=None)
+    z = elev.values[: args.chip, : args.chip]
+    x = np.stack([inputs_fn(z, 200.0)] * args.batch).astype("float32")
+    model.predict(x[:1])  # warm-up
+    t, _ = median_time(lambda: model.predict(x), args.repeats)
+    res["chips_per_s"] = args.batch / t
+    res["model_s_per_mpx"] = t / (args.batch * args.chip**2 / 1e6)
+    t_in, _ = median_time(lambda: [inputs_fn(z, 200.0) for _ in range(args.batch)], args.repeats)
+    res["inputs_s_per_chip"] = t_in / args.batch
+
+    # 2. end to end (probability pyramid + ring extraction + density) on real DEMs
+    for key, path in (("tile_200m", TILE_200), ("regional_1600m", DEM_1600)):
+        e = open_dem(path)
+        halo = C.default_halo(model, args.chip)
+        chips = sum(
+            n_chips((-(-e.sizes["y"] // s), -(-e.sizes["x"] // s)), None, chip=args.chip, halo=halo)
+            for s in C.DEFAULT_SCALES
+        )
+
+        def run():
+            det = C.detect_craters(e, model=model, chip=args.chip, batch_size=args.batch)
+            dens = C.crater_density(det.catalogue, e).compute()
+            det.probability.compute()
+            return det, dens
+
+        def prob_only():
+            return C.crater_probability(e, model=model, chip=args.chip, batch_size=args.batch).compute()
+
+        t_e2e, (det, _) = median_time(run, args.repeats)
+        t_prob, _ = median_time(prob_only, args.repeats)
+        mpx = e.sizes["y"] * e.sizes["x"] / 1e6
+        res[key] = {"shape": [e.sizes["y"], e.sizes["x"]], "megapixels": mpx, "chips": chips, "halo": halo,
+                    "end_to_end_s": t_e2e, "end_to_end_x_ref": t_e2e / ref, "probability_s": t_prob,
+                    "extraction_and_density_s": t_e2e - t_prob, "s_per_mpx": t_e2e / mpx,
+                    "n_craters": int(len(det.catalogue))}
+        print(key, json.dumps(res[key]), flush=True)
+
+    print(json.dumps(res, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()
