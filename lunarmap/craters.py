@@ -621,9 +621,9 @@ def crater_density(catalogue, grid_like: xr.DataArray, *, d_min_m: float | None 
 
     Parameters
     ----------
-    catalogue : DataFrame/GeoDataFrame
+    catalogue : DataFrame/GeoDataFrame, or a dask ``Delayed`` of one
         Columns ``x``, ``y`` (m, in ``grid_like``'s CRS) and ``diameter_m``
-        (:func:`extract_craters`).
+        (:func:`extract_craters`). A Delayed catalogue keeps the result lazy (layer graph).
     grid_like : xarray.DataArray
         Target grid, dims ``("y","x")`` (coords in m); Dask chunks are kept.
     d_min_m : float, optional
@@ -653,6 +653,20 @@ def crater_density(catalogue, grid_like: xr.DataArray, *, d_min_m: float | None 
         radius_m = max(25.0 * gsd, 2.0 * d_min_m)
     if radius_m <= 0:
         raise ValueError(f"radius_m must be > 0, got {radius_m}")
+    from dask.delayed import Delayed
+
+    if isinstance(catalogue, Delayed):  # lazy catalogue (layer graph): one task for the whole grid
+        import dask
+
+        xc_all = np.asarray(grid_like.x.values, dtype="float64")
+        yc_all = np.asarray(grid_like.y.values, dtype="float64")
+        arr = dsa.from_delayed(
+            dask.delayed(_density_from_catalogue)(catalogue, xc_all, yc_all, d_min_m, radius_m),
+            shape=(yc_all.size, xc_all.size), dtype="float32", meta=np.array((), dtype="float32"),
+        )
+        if grid_like.chunks is not None:
+            arr = arr.rechunk(grid_like.chunks)
+        return _density_da(arr, grid_like, d_min_m, radius_m)
     for col in ("x", "y", "diameter_m"):
         if col not in catalogue:
             raise LunarmapError(f"crater catalogue lacks column {col!r} (need x, y, diameter_m in the grid's CRS).")
@@ -671,6 +685,19 @@ def crater_density(catalogue, grid_like: xr.DataArray, *, d_min_m: float | None 
             return _density_block(xc[x0:x1], yc[y0:y1], tree, radius_m, len(pts))
 
         data = dsa.map_blocks(_blk, chunks=(cy, cx), dtype="float32", meta=np.array((), dtype="float32"))
+    return _density_da(data, grid_like, d_min_m, radius_m)
+
+
+def _density_from_catalogue(catalogue, xc, yc, d_min_m, radius_m) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
+    sel = np.asarray(catalogue["diameter_m"], dtype="float64") >= d_min_m
+    pts = np.column_stack([np.asarray(catalogue["x"], dtype="float64")[sel], np.asarray(catalogue["y"], dtype="float64")[sel]])
+    tree = cKDTree(pts) if len(pts) else None
+    return _density_block(xc, yc, tree, radius_m, len(pts))
+
+
+def _density_da(data, grid_like, d_min_m, radius_m) -> xr.DataArray:
     out = xr.DataArray(data, dims=("y", "x"), coords={"y": grid_like.y, "x": grid_like.x}, name="crater_density")
     out.attrs = {"units": "km^-2", "long_name": f"craters >= {d_min_m:g} m per km^2 within {radius_m:g} m",
                  "d_min_m": float(d_min_m), "radius_m": float(radius_m)}
@@ -682,31 +709,42 @@ def crater_density(catalogue, grid_like: xr.DataArray, *, d_min_m: float | None 
 # ---------------------------------------------------------------------------------------------
 # layers
 # ---------------------------------------------------------------------------------------------
-_CTX_KEY = "_crater_detection"
+_CTX_KEY = "_crater_levels"
 
 
-def _ctx_detection(ctx) -> CraterDetection:
-    det = ctx.options.get(_CTX_KEY)
-    if det is None:
+def _ctx_levels(ctx) -> list:
+    """Lazy pyramid of rim probabilities for a layer context (built once per context)."""
+    levels = ctx.options.get(_CTX_KEY)
+    if levels is None:
         kw = {k[len("crater_"):]: v for k, v in ctx.options.items()
               if k in ("crater_model", "crater_chip", "crater_scales", "crater_batch_size", "crater_inputs_fn")}
-        det = detect_craters(ctx.elevation, **kw)
-        ctx.options[_CTX_KEY] = det
-    return det
+        levels = crater_probability_levels(ctx.elevation, **kw)
+        ctx.options[_CTX_KEY] = levels
+    return levels
 
 
 @register_layer("crater_probability", units="1", long_name="crater rim probability (crater network)",
                 stats=("mean", "p95"), default=True, higher_is_better=False)
 def _crater_probability_layer(ctx):
-    return _ctx_detection(ctx).probability
+    return combine_levels(_ctx_levels(ctx), ctx.elevation)
 
 
 @register_layer("crater_density", units="km^-2", long_name="crater density (craters >= D_min per km^2 within a radius)",
                 stats=("mean", "max"), default=True, higher_is_better=False)
 def _crater_density_layer(ctx):
-    det = _ctx_detection(ctx)
-    return crater_density(det.catalogue, ctx.elevation, d_min_m=ctx.options.get("crater_d_min_m"),
+    import dask
+
+    levels = _ctx_levels(ctx)
+    catalogue = dask.delayed(_extract_levels)(levels, ctx.elevation.rio.crs)
+    return crater_density(catalogue, ctx.elevation, d_min_m=ctx.options.get("crater_d_min_m"),
                           radius_m=ctx.options.get("crater_radius_m"))
+
+
+def _extract_levels(levels, crs):
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):  # already inside a Dask task
+        return extract_craters(levels, crs=crs)
 
 
 # ---------------------------------------------------------------------------------------------
