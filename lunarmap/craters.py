@@ -50,9 +50,13 @@ RAD_THRESH = 1.0  #: ... and |r1 - r2| / min(r) below this
 #: Default pyramid: full resolution, 2x, 4x and 8x block means.
 DEFAULT_SCALES = (1, 2, 4, 8)
 #: Default ring radius range per level (px at that level). Level 1 uses [R_MIN_PX, R_MAX_PX];
-#: coarser levels use [R_MAX_PX // 2, R_MAX_PX] so the levels tile the radius axis without overlap.
+#: coarser levels use [COARSE_R_MIN_PX, R_MAX_PX].
 R_MIN_PX = 3
 R_MAX_PX = 32
+#: Smallest radius searched at levels > 1: with 8 (= R_MAX_PX / 4) consecutive levels overlap by a
+#: factor 2 in radius, so every crater is seen at two levels (16-64 px across at one of them, the
+#: size range the network sees best); the duplicates are removed.
+COARSE_R_MIN_PX = 8
 
 #: Chip sizes must be multiples of this (5-level U-Net encoder).
 CHIP_MULTIPLE = 32
@@ -233,8 +237,9 @@ def crater_probability(
         Tiling (:class:`lunarmap.tiling.TileGrid`); default halo :func:`default_halo`, default
         stride ``chip - 3*halo``.
     scales : sequence of int
-        Pyramid levels (block-mean downsampling factors). Craters of radius 3-32 px are found at
-        level 1, 32-64 px at level 2, ... (see :data:`R_MIN_PX`, :data:`R_MAX_PX`).
+        Pyramid levels (block-mean downsampling factors). Rims of radius 3-32 px are searched at
+        level 1, 16-64 px at level 2, 32-128 px at level 4, ... (:data:`R_MIN_PX`,
+        :data:`R_MAX_PX`, :data:`COARSE_R_MIN_PX`).
     batch_size : int
         Chips per forward pass.
     inputs_fn : callable, optional
@@ -425,8 +430,8 @@ def dedupe_craters(x, y, r, score, *, longlat_thresh2: float = LONGLAT_THRESH2, 
     return np.asarray(keep, dtype=int)
 
 
-def _level_radii(scale: int, r_min_px: int, r_max_px: int) -> list[int]:
-    lo = r_min_px if scale == 1 else max(r_min_px, r_max_px // 2)
+def _level_radii(scale: int, r_min_px: int, r_max_px: int, coarse_r_min_px: int | None = None) -> list[int]:
+    lo = r_min_px if scale == 1 else max(r_min_px, COARSE_R_MIN_PX if coarse_r_min_px is None else coarse_r_min_px)
     return list(range(int(lo), int(r_max_px) + 1))
 
 
@@ -475,6 +480,7 @@ def extract_craters(
     *,
     r_min_px: int = R_MIN_PX,
     r_max_px: int = R_MAX_PX,
+    coarse_r_min_px: int | None = None,
     target_thresh: float = TARGET_THRESH,
     template_thresh: float = TEMPLATE_THRESH,
     longlat_thresh2: float = LONGLAT_THRESH2,
@@ -490,7 +496,10 @@ def extract_craters(
         is a pyramid from :func:`crater_probability_levels` (``attrs['scale']`` selects the radius
         range of each level). NaN counts as "no rim".
     r_min_px, r_max_px : int
-        Ring radius range (px) at level 1; coarser levels search ``[r_max_px//2, r_max_px]``.
+        Ring radius range (px) at level 1; coarser levels search ``[coarse_r_min_px, r_max_px]``.
+    coarse_r_min_px : int, optional
+        Smallest radius searched at levels > 1 (default :data:`COARSE_R_MIN_PX` = 8: levels
+        overlap by a factor 2 in radius; duplicates across levels are removed).
     target_thresh, template_thresh : float
         Binarisation threshold of the rim map and minimum normalised cross-correlation
         (DeepMoon: 0.1 and 0.5).
@@ -534,7 +543,7 @@ def extract_craters(
         dy = float(p.y[1] - p.y[0]) if p.sizes["y"] > 1 else -gsd
         if gsd1 is None:
             gsd1 = gsd / s
-        radii = _level_radii(s, r_min_px, r_max_px)
+        radii = _level_radii(s, r_min_px, r_max_px, coarse_r_min_px)
         c = _level_candidates(p, radii, target_thresh, template_thresh)
         if c.size == 0:
             continue
@@ -594,7 +603,7 @@ class CraterDetection:
 def detect_craters(elevation: xr.DataArray, **kwargs) -> CraterDetection:
     """Run :func:`crater_probability_levels` and :func:`extract_craters` (keyword arguments are split
     between them). The levels are computed once (persisted) and reused for the layer."""
-    ex_keys = {"r_min_px", "r_max_px", "target_thresh", "template_thresh", "longlat_thresh2", "rad_thresh"}
+    ex_keys = {"r_min_px", "r_max_px", "coarse_r_min_px", "target_thresh", "template_thresh", "longlat_thresh2", "rad_thresh"}
     ex = {k: kwargs.pop(k) for k in list(kwargs) if k in ex_keys}
     levels = crater_probability_levels(elevation, **kwargs)
     levels = [lv.persist() for lv in levels]

@@ -177,7 +177,9 @@ def run_case(name, dem_path, cat_name, lat_band, model, args):
     # evaluate where the DEM resolves craters AND the catalogue is complete (HKPolyU D >= 1 km, Head D >= 20 km)
     d_min = max(args.min_px * gsd, CATALOGUE_COMPLETE_M[cat_name])
     t0 = time.perf_counter()
-    det = C.detect_craters(elev, model=model, chip=args.chip, scales=args.scales, batch_size=args.batch)
+    kw = {k: getattr(args, k) for k in ("r_min_px", "r_max_px", "coarse_r_min_px", "template_thresh", "target_thresh")
+          if getattr(args, k) is not None}
+    det = C.detect_craters(elev, model=model, chip=args.chip, scales=args.scales, batch_size=args.batch, **kw)
     t_run = time.perf_counter() - t0
     cat = load_catalogue(cat_name)
     cat = cat[(cat.lat >= lat_band[0]) & (cat.lat <= lat_band[1])].copy()
@@ -265,6 +267,11 @@ def main(argv=None):
     ap.add_argument("--min-px", type=float, default=5.0, help="evaluate catalogue craters >= this many px across")
     ap.add_argument("--cases", default="hkpolyu_1600m,head_1600m,head_480m")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--r-min-px", type=int, default=None)
+    ap.add_argument("--r-max-px", type=int, default=None)
+    ap.add_argument("--coarse-r-min-px", type=int, default=None)
+    ap.add_argument("--template-thresh", type=float, default=None)
+    ap.add_argument("--target-thresh", type=float, default=None)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     import dask
