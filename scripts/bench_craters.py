@@ -61,6 +61,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--skip-seams", action="store_true", help="skip the one-block vs chunked comparison")
+    ap.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end runs")
     args = ap.parse_args(argv)
 
     import dask
@@ -96,7 +98,7 @@ def main(argv=None):
     res["inputs_s_per_chip"] = t_in / args.batch
 
     # 2. end to end (probability pyramid + ring extraction + density) on real DEMs
-    for key, path in (("tile_200m", TILE_200), ("regional_1600m", DEM_1600)):
+    for key, path in (() if args.skip_e2e else (("tile_200m", TILE_200), ("regional_1600m", DEM_1600))):
         e = open_dem(path)
         halo = C.default_halo(model, args.chip)
         chips = sum(
@@ -121,6 +123,28 @@ def main(argv=None):
                     "extraction_and_density_s": t_e2e - t_prob, "s_per_mpx": t_e2e / mpx,
                     "n_craters": int(len(det.catalogue))}
         print(key, json.dumps(res[key]), flush=True)
+
+    # 3. seams: the same DEM in one block vs 256-px Dask chunks (the network's receptive field is
+    #    wider than the halo, so chunking may change outputs slightly near chunk borders)
+    if not args.skip_seams:
+        e1 = open_dem(DEM_1600, chunks=None)
+        e2 = open_dem(DEM_1600, chunks=256)
+        p1 = C.crater_probability(e1, model=model, chip=args.chip, scales=(1,)).values
+        p2 = C.crater_probability(e2, model=model, chip=args.chip, scales=(1,)).values
+        diff = np.abs(p1 - p2)
+        border = np.zeros(p1.shape, dtype=bool)
+        for k in range(256, p1.shape[0], 256):
+            border[max(0, k - 32): k + 32, :] = True
+            border[:, max(0, k - 32): k + 32] = True
+        c1 = C.extract_craters(C.crater_probability_levels(e1, model=model, chip=args.chip))
+        c2 = C.extract_craters(C.crater_probability_levels(e2, model=model, chip=args.chip))
+        res["seams_1600m_chunks256"] = {
+            "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "mean_abs_diff_within_32px_of_chunk_borders": float(diff[border].mean()),
+            "pixels_crossing_0.5": int(((p1 >= 0.5) != (p2 >= 0.5)).sum()), "pixels": int(p1.size),
+            "craters_one_block": int(len(c1)), "craters_chunked": int(len(c2)),
+        }
+        print("seams", json.dumps(res["seams_1600m_chunks256"]), flush=True)
 
     print(json.dumps(res, indent=1))
     if args.json:

@@ -159,3 +159,31 @@ def test_property_identity_any_shape_chunks(ny, nx, cy, cx, stride):
     da = elevation_from_array(a, gsd=5.0, chunks={"y": cy, "x": cx})
     out = predict_tiled(da, identity_fn, chip=32, halo=4, stride=stride).values
     np.testing.assert_allclose(out, a, atol=1e-5)
+
+
+def _nonlocal_fn(batch):
+    """A 'model' whose output depends on the whole chip (per-chip normalisation, like the U-Net)."""
+    out = []
+    for c in batch:
+        z = c[0].astype("float64")
+        out.append((z - z.mean()) / (z.std() + 1e-9) + ndimage.uniform_filter(z, 9, mode="reflect"))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("chunks", [100, {"y": 120, "x": 90}])
+def test_exact_mode_chunking_invariant_for_a_nonlocal_model(raster, chunks):
+    one = predict_tiled(elevation_from_array(raster, gsd=1.0), _nonlocal_fn, chip=64, halo=8).values
+    da = elevation_from_array(raster, gsd=1.0, chunks=chunks)
+    assert da.data.numblocks[0] > 1
+    many = predict_tiled(da, _nonlocal_fn, chip=64, halo=8).values
+    np.testing.assert_allclose(many, one, atol=1e-5)
+    cheap = predict_tiled(da, _nonlocal_fn, chip=64, halo=8, exact=False).values
+    assert np.abs(cheap - one).max() > 1e-3  # the halo-only overlap is not exact for such a model
+
+
+def test_merge_small_chunks():
+    from lunarmap.tiling import _merge_small
+
+    assert _merge_small((100, 100, 10), 50) == (100, 110)
+    assert _merge_small((10, 100, 100), 50) == (110, 100)
+    assert _merge_small((100, 100), 50) == (100, 100)
