@@ -99,8 +99,9 @@ def default_halo(model, chip: int) -> int:
     (else ``receptive_field_px``), at most ``chip // 8``. Deep U-Nets have a theoretical receptive
     field wider than the chip while the *effective* one is a small central part of it (Luo et al.
     2016, NeurIPS); with the cap a 256-px chip keeps a 32-px discarded margin and a 32-px blending
-    ramp (stride 160). The seams this leaves are measured in docs/craters.md (Dask chunking vs one
-    block on the real DEM).
+    ramp (stride 160). The shipped U-Net's card gives an effective receptive field wider than a
+    chip, so the cap decides; Dask chunking is still exact (:func:`lunarmap.tiling.predict_tiled`,
+    ``exact=True``) and the sensitivity to chip placement is measured in docs/craters.md.
     """
     card = getattr(model, "card", None) or {}
     rf = card.get("effective_receptive_field_px") or getattr(model, "receptive_field_px", None) or chip // 4

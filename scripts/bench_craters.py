@@ -145,6 +145,16 @@ def main(argv=None):
             "craters_one_block": int(len(c1)), "craters_chunked": int(len(c2)),
         }
         print("seams", json.dumps(res["seams_1600m_chunks256"]), flush=True)
+        # chip-placement sensitivity: a different chip lattice (stride 96 instead of the default)
+        p3 = C.crater_probability(e1, model=model, chip=args.chip, scales=(1,), stride=96).values
+        d3 = np.abs(p1 - p3)
+        c3 = C.extract_craters(C.crater_probability_levels(e1, model=model, chip=args.chip, stride=96))
+        res["chip_placement_1600m_stride96_vs_default"] = {
+            "max_abs_diff": float(d3.max()), "mean_abs_diff": float(d3.mean()),
+            "pixels_crossing_0.5": int(((p1 >= 0.5) != (p3 >= 0.5)).sum()),
+            "craters_default": int(len(c1)), "craters_stride96": int(len(c3)),
+        }
+        print("placement", json.dumps(res["chip_placement_1600m_stride96_vs_default"]), flush=True)
 
     print(json.dumps(res, indent=1))
     if args.json:
