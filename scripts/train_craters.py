@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=cm.WEIGHTS_PATH)
+    ap.add_argument("--data-cache", type=Path, help="npz to load the generated chips from, or save them to")
     args = ap.parse_args(argv)
 
     import torch
@@ -191,8 +192,20 @@ def main(argv=None) -> int:
     t_start = time.time()
 
     log(f"generating {args.n_train} training + {args.n_val} validation chips ({args.chip} px, seed {args.seed})")
-    tr_e, tr_m, tr_g, _ = make_data(args.n_train, 0, args)
-    va_e, va_m, va_g, va_t = make_data(args.n_val, VAL_START, args)
+    cache = args.data_cache
+    key = f"{args.n_train}-{args.n_val}-{args.chip}-{args.gsd_range[0]}-{args.gsd_range[1]}-{args.seed}"
+    if cache is not None and cache.is_file() and str(np.load(cache)["key"]) == key:
+        d = np.load(cache)
+        tr_e, tr_m, tr_g = d["tr_e"], d["tr_m"], d["tr_g"]
+        va_e, va_m, va_g, va_t = make_data(args.n_val, VAL_START, args)
+        log(f"training chips loaded from {cache}")
+    else:
+        tr_e, tr_m, tr_g, _ = make_data(args.n_train, 0, args)
+        va_e, va_m, va_g, va_t = make_data(args.n_val, VAL_START, args)
+        if cache is not None:
+            with atomic_path(cache) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, tr_e=tr_e, tr_m=tr_m, tr_g=tr_g, key=key)
     t_data = time.time() - t_start
     log(f"data ready in {t_data:.0f} s; rim pixel fraction train {tr_m.mean():.4f}")
     va_x = np.stack([cm.crater_inputs(z, g) for z, g in zip(va_e, va_g)])
@@ -258,7 +271,7 @@ def main(argv=None) -> int:
         "references": [
             "Silburt et al. (2019) Lunar crater identification via deep learning. Icarus 317, 27-38.",
             "Ronneberger et al. (2015) U-Net. MICCAI.",
-            "Howard et al. (2019) Searching for MobileNetV3. ICCV.",
+            "Howard et al. (2019) Searching for MobileNetV3. ICCV. (timm tf_mobilenetv3_small_minimal_100: no SE, ReLU, 3x3)",
             "Pike (1977) Size-dependence in the shape of fresh impact craters on the Moon.",
             "McGetchin et al. (1973) Radial thickness variation in impact crater ejecta. EPSL 20.",
             "Fassett & Thomson (2014) Crater degradation on the lunar maria. JGR Planets 119.",

@@ -1,7 +1,8 @@
 """Crater-rim segmentation network: inputs, architecture, shipped weights, prediction.
 
 The network is a U-Net (Ronneberger et al. 2015) from segmentation-models-pytorch with a small
-MobileNetV3-Small encoder (Howard et al. 2019, via timm), trained from scratch on synthetic DEM
+MobileNetV3-Small "minimal" encoder (Howard et al. 2019, via timm: no squeeze-excitation, so no
+global pooling and a finite receptive field, which seamless tiled inference needs), trained from scratch on synthetic DEM
 chips (:mod:`lunarmap.synth`) to mark crater **rims** (rings, as DeepMoon does, Silburt et al.
 2019). Its weights ship with the package as ``weights/crater_unet.safetensors`` next to a JSON
 model card; ``scripts/train_craters.py`` re-trains them from scratch.
@@ -41,7 +42,7 @@ __all__ = [
 
 #: Input channels, in order (see :func:`crater_inputs`).
 INPUT_CHANNELS = ("elevation_standardized", "slope_over_45deg", "hillshade_315_45_centered")
-DEFAULT_ENCODER = "tu-mobilenetv3_small_100"
+DEFAULT_ENCODER = "tu-tf_mobilenetv3_small_minimal_100"
 DEFAULT_DECODER_CHANNELS = (64, 32, 24, 16, 16)
 DEFAULT_ENCODER_DEPTH = 5
 #: Chip height and width must be multiples of this (encoder output stride, 2**depth).
@@ -125,7 +126,9 @@ def build_crater_net(
     in_channels : int
         Number of input channels (3 for :func:`crater_inputs`).
     encoder : str
-        smp encoder name (default MobileNetV3-Small via timm, ~1.4 M parameters in total).
+        smp encoder name (default MobileNetV3-Small-minimal via timm, ~0.9 M parameters in
+        total; it has no squeeze-excitation, i.e. no global pooling, so the receptive field is
+        finite).
     encoder_depth : int
         Encoder stages; chips must be multiples of ``2**encoder_depth``.
     decoder_channels : tuple of int
