@@ -52,6 +52,41 @@ def reference(repeats):
     return median_time(lambda: a @ a, max(5, repeats))[0]
 
 
+def markdown(res) -> str:
+    """The benchmark as a markdown table (docs/craters.md)."""
+    lines = [
+        f"Detector: {res['detector']}; torch {res['torch']}, {res['threads']} thread(s), chip {res['chip']}, "
+        f"batch {res['batch']}; reference workload (1024² float32 matmul) {res['reference_matmul_s'] * 1000:.0f} ms.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| model forward, chips/s (256², median) | {res['chips_per_s']:.1f} |",
+        f"| model forward, s per megapixel | {res['model_s_per_mpx']:.2f} |",
+        f"| `crater_inputs`, ms per chip | {res['inputs_s_per_chip'] * 1000:.1f} |",
+    ]
+    for key, name in (("tile_200m", "Shackleton 200 m tile"), ("regional_1600m", "1600 m regional DEM")):
+        if key not in res:
+            continue
+        r = res[key]
+        lines += [
+            f"| {name} ({r['shape'][0]}×{r['shape'][1]}, {r['chips']} chips over 4 levels): end-to-end s "
+            f"(probability + catalogue + density) | {r['end_to_end_s']:.1f} ({r['end_to_end_x_ref']:.0f}× reference) |",
+            f"| {name}: probability pyramid s / extraction + density s | {r['probability_s']:.1f} / {r['extraction_and_density_s']:.1f} |",
+            f"| {name}: s per megapixel (end-to-end) / craters found | {r['s_per_mpx']:.1f} / {r['n_craters']} |",
+        ]
+    if "seams_1600m_chunks256" in res:
+        r = res["seams_1600m_chunks256"]
+        lines.append(f"| one block vs 256-px Dask chunks (1600 m DEM, level 1): max / mean \\|Δp\\|, pixels crossing 0.5, "
+                     f"craters | {r['max_abs_diff']:.1e} / {r['mean_abs_diff']:.1e}, {r['pixels_crossing_0.5']}, "
+                     f"{r['craters_one_block']} vs {r['craters_chunked']} |")
+    if "chip_placement_1600m_stride96_vs_default" in res:
+        r = res["chip_placement_1600m_stride96_vs_default"]
+        lines.append(f"| chip lattice stride 96 vs default: max / mean \\|Δp\\|, pixels crossing 0.5, craters | "
+                     f"{r['max_abs_diff']:.2f} / {r['mean_abs_diff']:.4f}, {r['pixels_crossing_0.5']}, "
+                     f"{r['craters_default']} vs {r['craters_stride96']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=None)
@@ -157,6 +192,7 @@ def main(argv=None):
         print("placement", json.dumps(res["chip_placement_1600m_stride96_vs_default"]), flush=True)
 
     print(json.dumps(res, indent=1))
+    print(markdown(res))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1))

@@ -143,7 +143,7 @@ def scores(det, cat, m, d_min):
     p = tp_det / n_det if n_det else float("nan")
     r = tp / n_cat if n_cat else float("nan")
     f1 = 2 * p * r / (p + r) if n_det and n_cat and (p + r) > 0 else float("nan")
-    return {"n_cat": n_cat, "n_det": n_det, "tp": tp, "precision": p, "recall": r, "f1": f1}
+    return {"n_cat": n_cat, "n_det": n_det, "tp": tp, "tp_det": tp_det, "precision": p, "recall": r, "f1": f1}
 
 
 def errors(det, cat, m):
@@ -236,15 +236,16 @@ def fmt(v, pct=True):
 
 def markdown(results, label):
     lines = [
-        f"Detector: {label}",
+        f"Detector: {label}. found = catalogue craters matched (recall = found / n cat); n det = detections "
+        "with D >= D_min in the same footprint; correct = those matched (precision = correct / n det).",
         "",
-        "| case | DEM (GSD) | catalogue, D ≥ | n cat | n det | TP | precision | recall | F1 | med. pos. err / R | med. \\|ΔD\\|/D | strict P / R | pixel IoU / recall | run s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | DEM (GSD) | catalogue, D ≥ D_min, band | n cat | found | n det | correct | precision | recall | F1 | med. pos. err / R | med. \\|ΔD\\|/D | strict P / R | pixel IoU / recall | run s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['case']} | {r['dem']} ({r['gsd_m']:.0f} m) | {r['catalogue']} {r['d_min_m'] / 1000:.1f} km, "
-            f"{r['lat_band'][0]:.0f}..{r['lat_band'][1]:.0f}° | {r['n_cat']} | {r['n_det']} | {r['tp']} | {fmt(r['precision'])} | "
+            f"{r['lat_band'][0]:.0f}..{r['lat_band'][1]:.0f}° | {r['n_cat']} | {r['tp']} | {r['n_det']} | {r['tp_det']} | {fmt(r['precision'])} | "
             f"{fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(r['med_pos_err'])} | {fmt(r['med_diam_err'])} | "
             f"{fmt(r['strict_precision'])} / {fmt(r['strict_recall'])} | {r['pixel_iou']:.2f} / {r['pixel_recall']:.2f} | {r['runtime_s']} |"
         )
