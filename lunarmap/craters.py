@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import ChipSizeError, InputFileError, LunarmapError, ModelWeightsError
+from .errors import InputFileError, LunarmapError, ModelWeightsError
 from .layers import register_layer
 from .tiling import check_chip, predict_tiled
 
