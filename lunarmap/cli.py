@@ -32,6 +32,7 @@ def craters_cmd(
     d_min: Optional[float] = typer.Option(None, "--d-min", help="crater_density: minimum diameter (m); default 10 x GSD."),
     radius: Optional[float] = typer.Option(None, "--radius", help="crater_density: counting radius (m); default max(25 x GSD, 2 x D_min)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar over chips."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (average over 4 flips; 4x slower, better recall)."),
 ) -> None:
     """Detect craters on a DEM: crater_probability.tif, craters.gpkg, craters.csv, crater_density.tif.
 
@@ -47,7 +48,7 @@ def craters_cmd(
         raise typer.Exit(code=2) from None
     try:
         res = run_craters(dem, out, model=weights, chip=chip, scales=sc, batch_size=batch_size, d_min_m=d_min,
-                          radius_m=radius, progress=progress)
+                          radius_m=radius, progress=progress, tta=tta)
     except (LunarmapError, FileNotFoundError) as exc:
         if os.environ.get("LUNARMAP_DEBUG"):
             raise

@@ -129,6 +129,10 @@ def _coarsen(elevation: xr.DataArray, s: int) -> xr.DataArray:
     return coarse
 
 
+#: Test-time augmentation: identity and the three axis flips (each its own inverse).
+_FLIPS = (lambda a: a, lambda a: a[::-1], lambda a: a[:, ::-1], lambda a: a[::-1, ::-1])
+
+
 def crater_probability_levels(
     elevation: xr.DataArray,
     *,
@@ -140,6 +144,7 @@ def crater_probability_levels(
     batch_size: int = 8,
     inputs_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
+    tta: bool = False,
 ) -> list[xr.DataArray]:
     """Rim probability at every level of a DEM pyramid (each on its own, coarser grid).
 
@@ -168,11 +173,25 @@ def crater_probability_levels(
         elev_s = _coarsen(elevation, s)
         gsd_s = gsd * s
 
-        def _inputs(chip_arr, _g=gsd_s):
-            return inputs_fn(chip_arr, _g)
+        if tta:
+            def _inputs(chip_arr, _g=gsd_s):
+                # the 4 flips of the DEM chip, inputs computed on each (hillshade stays consistent)
+                return np.concatenate([inputs_fn(np.ascontiguousarray(f(chip_arr)), _g) for f in _FLIPS])
+
+            def _predict(batch, _c=None):
+                b, c4 = batch.shape[:2]
+                c = c4 // len(_FLIPS)
+                x = batch.reshape(b, len(_FLIPS), c, *batch.shape[2:]).transpose(1, 0, 2, 3, 4).reshape(-1, c, *batch.shape[2:])
+                y = np.asarray(model.predict(np.ascontiguousarray(x))).reshape(len(_FLIPS), b, *batch.shape[2:])
+                return np.mean([f(y[k].transpose(1, 2, 0)).transpose(2, 0, 1) for k, f in enumerate(_FLIPS)], axis=0)
+        else:
+            def _inputs(chip_arr, _g=gsd_s):
+                return inputs_fn(chip_arr, _g)
+
+            _predict = model.predict
 
         p = predict_tiled(
-            elev_s, model.predict, chip=chip, halo=halo, stride=stride, batch_size=batch_size,
+            elev_s, _predict, chip=chip, halo=halo, stride=stride, batch_size=batch_size,
             inputs_fn=_inputs, multiple=multiple, progress=progress, name="crater_probability",
         )
         p = p.clip(0.0, 1.0)
@@ -220,6 +239,7 @@ def crater_probability(
     batch_size: int = 8,
     inputs_fn: Callable[[np.ndarray, float], np.ndarray] | None = None,
     progress: Callable[[int], None] | None = None,
+    tta: bool = False,
 ) -> xr.DataArray:
     """Crater-rim probability of a DEM from the crater network, tiled and multi-scale. Lazy.
 
@@ -248,6 +268,11 @@ def crater_probability(
         :func:`lunarmap.models.crater_inputs`.
     progress : callable, optional
         Called with the number of chips done after each batch.
+    tta : bool
+        Test-time augmentation: average the network over the DEM chip and its three axis flips
+        (inputs recomputed per flip so the hillshade stays consistent); 4x the compute. On the
+        real 1600 m DEM it raised F1 from 0.33 to 0.37 (HKPolyU) and 0.46 to 0.56 (Head 2010) with
+        the development model (docs/craters.md).
 
     Returns
     -------
@@ -268,7 +293,7 @@ def crater_probability(
     """
     levels = crater_probability_levels(
         elevation, model=model, chip=chip, stride=stride, halo=halo, scales=scales,
-        batch_size=batch_size, inputs_fn=inputs_fn, progress=progress,
+        batch_size=batch_size, inputs_fn=inputs_fn, progress=progress, tta=tta,
     )
     return combine_levels(levels, elevation)
 
@@ -727,7 +752,7 @@ def _ctx_levels(ctx) -> list:
     levels = ctx.options.get(_CTX_KEY)
     if levels is None:
         kw = {k[len("crater_"):]: v for k, v in ctx.options.items()
-              if k in ("crater_model", "crater_chip", "crater_scales", "crater_batch_size", "crater_inputs_fn")}
+              if k in ("crater_model", "crater_chip", "crater_scales", "crater_batch_size", "crater_inputs_fn", "crater_tta")}
         levels = crater_probability_levels(ctx.elevation, **kw)
         ctx.options[_CTX_KEY] = levels
     return levels
@@ -762,7 +787,7 @@ def _extract_levels(levels, crs):
 # ---------------------------------------------------------------------------------------------
 def run_craters(dem: str | os.PathLike, out_dir: str | os.PathLike, *, model=None, chip: int = 256,
                 scales: Sequence[int] = DEFAULT_SCALES, batch_size: int = 8, d_min_m: float | None = None,
-                radius_m: float | None = None, progress: bool = True) -> dict[str, Any]:
+                radius_m: float | None = None, progress: bool = True, tta: bool = False) -> dict[str, Any]:
     """Detect craters on a DEM file and write the products into ``out_dir``.
 
     Writes ``crater_probability.tif`` and ``crater_density.tif`` (COGs), ``craters.gpkg``
@@ -804,7 +829,7 @@ def run_craters(dem: str | os.PathLike, out_dir: str | os.PathLike, *, model=Non
         cb = bar.update
     try:
         det = detect_craters(elevation, model=model, inputs_fn=inputs_fn, chip=chip, halo=halo, scales=scales,
-                             batch_size=batch_size, progress=cb)
+                             batch_size=batch_size, progress=cb, tta=tta)
     finally:
         if bar is not None:
             bar.close()

@@ -179,7 +179,8 @@ def run_case(name, dem_path, cat_name, lat_band, model, args):
     t0 = time.perf_counter()
     kw = {k: getattr(args, k) for k in ("r_min_px", "r_max_px", "coarse_r_min_px", "template_thresh", "target_thresh")
           if getattr(args, k) is not None}
-    det = C.detect_craters(elev, model=model, chip=args.chip, scales=args.scales, batch_size=args.batch, **kw)
+    det = C.detect_craters(elev, model=model, chip=args.chip, scales=args.scales, batch_size=args.batch,
+                           tta=args.tta, **kw)
     t_run = time.perf_counter() - t0
     cat = load_catalogue(cat_name)
     cat = cat[(cat.lat >= lat_band[0]) & (cat.lat <= lat_band[1])].copy()
@@ -268,6 +269,7 @@ def main(argv=None):
     ap.add_argument("--min-px", type=float, default=5.0, help="evaluate catalogue craters >= this many px across")
     ap.add_argument("--cases", default="hkpolyu_1600m,head_1600m,head_480m")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--tta", action="store_true", help="test-time augmentation (4 flips)")
     ap.add_argument("--r-min-px", type=int, default=None)
     ap.add_argument("--r-max-px", type=int, default=None)
     ap.add_argument("--coarse-r-min-px", type=int, default=None)
@@ -290,7 +292,7 @@ def main(argv=None):
         from lunarmap.models import load_crater_model
 
         model = load_crater_model(args.weights)
-        label = f"crater U-Net {getattr(model, 'card', {}).get('weights_sha256', '')[:12]}"
+        label = f"crater U-Net {getattr(model, 'card', {}).get('weights_sha256', '')[:12]}" + (" + TTA" if args.tta else "")
     cases = {
         "hkpolyu_1600m": (DEM_1600, "hkpolyu", (-80.0, -60.0)),
         "head_1600m": (DEM_1600, "head", (-90.0, -60.0)),

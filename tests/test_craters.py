@@ -327,3 +327,21 @@ def test_layers_are_lazy_until_computed(only_crater_provider):
     out = ds.compute()
     assert calls
     assert float(out.crater_density.max()) > 0
+
+
+def test_tta_unflips_correctly():
+    # asymmetric layout: identity model is flip-equivariant, so TTA must reproduce the plain output
+    a = ring_raster((128, 160), [(40, 50, 9), (90, 120, 14)])
+    a[5:9, 100:140] = 0.6
+    da = elevation_from_array(a, gsd=GSD)
+    plain = C.crater_probability(da, model=IdentityRimModel(), inputs_fn=_inputs, chip=64, scales=(1,)).values
+    tta = C.crater_probability(da, model=IdentityRimModel(), inputs_fn=_inputs, chip=64, scales=(1,), tta=True).values
+    np.testing.assert_allclose(tta, plain, atol=1e-6)
+
+    class RowGradient(IdentityRimModel):  # not flip-equivariant: TTA must change its output
+        def predict(self, chips):
+            return np.clip(np.gradient(chips[:, 0], axis=1) + 0.5, 0, 1)
+
+    g0 = C.crater_probability(da, model=RowGradient(), inputs_fn=_inputs, chip=64, scales=(1,)).values
+    g1 = C.crater_probability(da, model=RowGradient(), inputs_fn=_inputs, chip=64, scales=(1,), tta=True).values
+    assert np.abs(g1 - g0).max() > 0.1
