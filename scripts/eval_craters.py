@@ -246,7 +246,7 @@ def markdown(results, label):
     for r in results:
         lines.append(
             f"| {r['case']} | {r['dem']} ({r['gsd_m']:.0f} m) | {r['catalogue']} {r['d_min_m'] / 1000:.1f} km, "
-            f"{r['lat_band'][0]:.0f}..{r['lat_band'][1]:.0f}° | {r['n_cat']} | {r['tp']} | {r['n_det']} | {r['tp_det']} | {fmt(r['precision'])} | "
+            f"{r['lat_band'][0]:.0f}..{r['lat_band'][1]:.0f}° | {r['n_cat']} | {r['tp']} | {r['n_det']} | {r.get('tp_det', '–')} | {fmt(r['precision'])} | "
             f"{fmt(r['recall'])} | {fmt(r['f1'])} | {fmt(r['med_pos_err'])} | {fmt(r['med_diam_err'])} | "
             f"{fmt(r['strict_precision'])} / {fmt(r['strict_recall'])} | {r['pixel_iou']:.2f} / {r['pixel_recall']:.2f} | {r['runtime_s']} |"
         )
