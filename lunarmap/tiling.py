@@ -14,12 +14,15 @@ so overlapping ramps of neighbouring chips sum to one (a partition of unity when
 ``GridGeoSampler`` ("overlap approximately the receptive field", ``torchgeo/samplers/single.py``),
 with the overlap split into a discarded margin (``halo``) and a blending ramp.
 
-:func:`predict_tiled` applies this per Dask chunk through ``dask.array.map_overlap(depth=halo)``:
-each chunk is extended by ``halo`` pixels of its neighbours (or reflected at the raster edge), so
-pixels next to a chunk border see the same context as anywhere else and outputs have no seams at
-chunk borders either. For a model whose receptive-field radius is at most ``halo`` the result does
-not depend on the chunking at all (tested); for a deep U-Net (large theoretical receptive field but
-a much smaller *effective* one, Luo et al. 2016, NeurIPS) differences are small and blended.
+:func:`predict_tiled` applies this per Dask chunk: each chunk is extended with its neighbours'
+pixels (``dask.array.overlap``, mirrored at the raster edge) and its chips are placed on the chip
+lattice of the *whole* raster. With ``exact=True`` (default) the overlap depth is
+``chip - halo``, so every chip that influences a chunk is computed whole inside that chunk and the
+result equals the single-block result for ANY model (per-chip normalisation and receptive fields
+wider than the halo included): chunk borders leave no trace in the output (tested; measured on a
+real DEM with the crater U-Net in docs/craters.md). ``exact=False`` uses ``depth = halo`` (as
+``map_overlap(depth=halo)`` in xarray-spatial), cheaper, and exact only for models whose
+receptive-field radius is at most ``halo``.
 
 The module is model-agnostic: the crater network (:mod:`lunarmap.craters`) and the hazard
 network reuse it.
