@@ -126,7 +126,9 @@ class SynthChip:
         coordinates: column, row; pixel centres are integers), ``diameter_px``, ``diameter_m``,
         ``depth_m`` (rim crest to floor, fresh), ``rim_height_m`` (fresh), ``kind``
         ('simple'|'complex'), ``degradation`` (κt/R², dimensionless), ``age_rank`` (0 = oldest),
-        ``labelled`` (bool: drawn in ``rim_mask``), ``rim_visible_fraction`` (share of its rim
+        ``labelled`` (bool: large and fresh enough to be labelled AND with rim-ring pixels inside
+        the chip, i.e. drawn in ``rim_mask``; centres may lie up to 10 % of the chip outside it),
+        ``rim_visible_fraction`` (share of its rim
         ring, inside the chip, that survives in ``rim_mask`` after younger craters; 0 when not
         labelled).
     gsd : float
@@ -417,6 +419,7 @@ def synth_crater_chip(
     visible = np.zeros(n)
     for i in range(n):
         if not labelled[i] or harmonics[i] is None:
+            labelled[i] = False  # rim entirely outside the chip: nothing was drawn
             continue
         a, ph = harmonics[i]
         R = diam[i] / 2.0
@@ -425,6 +428,7 @@ def synth_crater_chip(
         bx0, bx1 = max(x0, 0), min(x0 + 2 * half + 1, size)
         by0, by1 = max(y0, 0), min(y0 + 2 * half + 1, size)
         if bx0 >= bx1 or by0 >= by1:
+            labelled[i] = False  # rim entirely outside the chip
             continue
         gy, gx = np.mgrid[by0:by1, bx0:bx1].astype(np.float64)
         dx, dy = gx - cx[i], gy - cy[i]
@@ -434,6 +438,8 @@ def synth_crater_chip(
         ring = np.abs(np.hypot(dx, dy) - r_theta) <= rim_halfwidth_px
         if ring.any():
             visible[i] = float(mask[by0:by1, bx0:bx1][ring].mean())
+        else:
+            labelled[i] = False  # rim entirely outside the chip
 
     noise = float(rng.uniform(0.3, 2.0)) if noise_m is None else float(noise_m)
     z = gaussian_filter(z, 0.5, mode="nearest")  # gridding blur

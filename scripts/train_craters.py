@@ -40,6 +40,16 @@ from lunarmap.models import craters as cm  # noqa: E402
 VAL_START = 1_000_000  # validation chips come from the same master seed, far from the training indices
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def log(msg: str) -> None:
     print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -263,7 +273,8 @@ def main(argv=None) -> int:
             "weight_decay": args.weight_decay, "schedule": "OneCycleLR pct_start=0.15",
             "loss": "BCE + soft Dice on rim masks (DeepMoon, Silburt et al. 2019, used BCE on rim rings)",
             "seed": args.seed, "device": args.device, "torch_threads": args.threads,
-            "hardware": f"{platform.machine()} {platform.processor() or ''} ({os.cpu_count()} logical CPUs, shared)".strip(),
+            "hardware": f"{cpu_model()}, {os.cpu_count()} logical CPUs (shared with other jobs)" if args.device == "cpu"
+            else f"{args.device}: " + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "?"),
             "torch_version": torch.__version__,
             "command": "PYTHONPATH=$PWD python scripts/train_craters.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         },

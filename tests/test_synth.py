@@ -160,3 +160,13 @@ def test_bad_arguments():
         synth.fractal_terrain(64, 10.0, seed=1, hurst=1.5)
     with pytest.raises(ValueError):
         next(synth.synth_dataset(1, gsd_range=(100.0, 10.0)))
+
+
+def test_labelled_craters_have_rims_in_the_chip():
+    craters = pd.DataFrame({"x_px": [-30.0, 60.0, -8.0], "y_px": [60.0, 60.0, 60.0], "diameter_px": [20.0, 20.0, 20.0]})
+    chip = synth.synth_crater_chip(128, 100.0, seed=8, craters=craters, rms_slope_deg=0.0, noise_m=0.0, tilt_deg=0)
+    # fully outside (rim 20 px beyond the edge): not labelled; inside and straddling the edge: labelled
+    assert chip.craters.labelled.tolist() == [False, True, True]
+    assert chip.craters.rim_visible_fraction.tolist()[1:] == [1.0, 1.0]
+    # the outside crater's ejecta still reach into the chip (rendered, just not labelled)
+    assert abs(chip.elevation[60, 0] - chip.elevation[0, 127]) > 1.0
