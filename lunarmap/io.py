@@ -286,3 +286,48 @@ def write_cog(
             with contextlib.suppress(FileNotFoundError):
                 os.remove(gtiff)
     return path
+
+
+# --- crater catalogue I/O ---
+def write_crater_catalogue(gdf, path_gpkg: str | os.PathLike, path_csv: str | os.PathLike | None = None) -> None:
+    """Write a crater catalogue as a GeoPackage (layer ``craters``, the catalogue's Moon CRS) and a
+    CSV (``lat, lon, diameter_m, score``), each atomically.
+
+    Parameters
+    ----------
+    gdf : geopandas.GeoDataFrame
+        From :func:`lunarmap.craters.extract_craters` (Point geometry in a Moon CRS; columns
+        ``lat``, ``lon`` (deg, -180..180), ``diameter_m``, ``score``).
+    path_gpkg, path_csv : path-like
+        Output files (the CSV is skipped when ``None``).
+
+    Raises
+    ------
+    CRSError
+        The catalogue has no CRS or a non-Moon CRS.
+    """
+    check_moon_crs(gdf.crs, what="crater catalogue", projected=None)
+    path_gpkg = Path(path_gpkg)
+    with atomic_path(path_gpkg) as tmp:
+        # the temp name must end in .gpkg for the GPKG driver
+        tmp_gpkg = tmp.with_name(tmp.name + ".gpkg")
+        try:
+            gdf.to_file(tmp_gpkg, layer="craters", driver="GPKG")
+            os.replace(tmp_gpkg, tmp)
+        finally:
+            if tmp_gpkg.exists():
+                tmp_gpkg.unlink()
+    if path_csv is not None:
+        cols = [c for c in ("lat", "lon", "diameter_m", "score") if c in gdf.columns]
+        with atomic_path(path_csv) as tmp:
+            gdf[cols].to_csv(tmp, index=False, float_format="%.6f")
+
+
+def read_crater_catalogue(path_gpkg: str | os.PathLike):
+    """Read a GeoPackage written by :func:`write_crater_catalogue` (GeoDataFrame in its Moon CRS)."""
+    import geopandas as gpd
+
+    p = Path(path_gpkg)
+    if not p.exists():
+        raise InputFileError(f"Crater catalogue {p} does not exist.")
+    return gpd.read_file(p, layer="craters")
