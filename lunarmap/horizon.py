@@ -1,0 +1,762 @@
+"""Horizon maps: the horizon elevation angle at every DEM pixel for N azimuths.
+
+The horizon map is the hot path of the illumination engine: the Sun (or Earth) is visible from a
+pixel when its elevation exceeds the horizon angle in its azimuth (Mazarico et al. 2011 compute
+the LOLA polar illumination maps exactly this way). This module computes it for the whole DEM,
+lazily over its Dask chunks, with the Moon's curvature, an optional observer height and a coarser
+regional *far-field* DEM for the terrain beyond the high-resolution tile.
+
+Geometry (shared by every code path)
+------------------------------------
+For an observer at pixel centre ``p`` (height ``z0 + observer_height_m``) and a terrain sample at
+grid distance ``d`` (metres) along grid azimuth ``a`` with height ``z``, the tangent of its
+elevation angle above the observer's local horizontal plane is::
+
+    tan(e) = (z - z0 - h_obs) / d - d / (2 R),      R = 1 737 400 m
+
+i.e. the target drops ``d**2 / (2 R)`` below the observer's tangent plane (the standard
+small-angle curvature correction; against the exact spherical formula it differs by
+``R theta**4 / 24`` in height, ~4 m at 150 km, < 0.002 deg). The horizon angle is
+``atan(max tan(e))`` over the samples of the ray. On a smooth sphere this gives the analytic dip
+``-sqrt(2 h / R) ~ -acos(R / (R + h))``. Grid (projected) distance is used as surface distance: in
+polar stereographic the scale factor is ``2 / (1 + sin|lat|)``, 1.0019 at 85 deg, 1.0076 at 80 deg,
+so distances are overestimated by that factor (angles of distant targets change by < 1 %).
+
+Samples and the reference
+-------------------------
+A ray marches from the observer in steps of half a pixel of the DEM it is in, sampling the DEM
+bilinearly (samples whose four neighbouring pixels are not all finite are skipped). Samples at
+``k * gsd / 2`` (k = 1, 2, ...) are taken while the ray is inside the near DEM's pixel-centre
+rectangle; after it leaves, samples at ``k * gsd_far / 2`` continue in the far-field DEM while
+the ray is inside that one, up to ``max_distance_m``. :func:`horizon_brute_force` takes every
+one of these samples (a naive ray march, the reference). A half-pixel step resolves the bilinear
+surface (piecewise bilinear between pixel centres) to within its curvature; ``scripts/
+bench_horizon.py`` measures the reference against a quarter-pixel step.
+
+The fast method
+---------------
+:func:`horizon_map` (``method="fast"``) takes *exactly the same samples* but skips, with a
+maximum mipmap (a max-pooled DEM pyramid; Tevs, Ihrke & Seidel 2008, "Maximum mipmaps for fast,
+accurate, and scalable dynamic height field rendering", ACM I3D), every stretch of the ray that
+provably cannot rise above the horizon found so far: a pyramid cell whose maximum height ``Zc``
+gives, over the ray's distances ``[d_a, d_b]`` inside it, the upper bound
+``max tan(e) <= (Zc - z0 - h) / d - d / (2R)`` at ``d = d_a`` (``d = d_b`` for the first term when
+it is negative). The traversal climbs to coarser levels while cells are skipped and descends where
+a bound exceeds the current horizon, so most of the (low, distant, curvature-lowered) terrain is
+discarded in a few large steps (the hierarchical traversal of quadtree relief mapping, Cohen &
+Shaked 1993 "Photo-realistic imaging of digital terrains", Computer Graphics Forum 12(3)).
+Because the pruning is conservative and the samples it does take are computed by the same code,
+the fast result equals the brute-force reference up to floating-point rounding (the tests and the
+benchmark measure the difference). Work per ray is roughly proportional to the number of pyramid
+cells whose maximum pokes above the current horizon, not to the ray length.
+
+Memory: each Dask chunk task holds the full near DEM and far-field DEM (float64) and their
+pyramids (~1.33x each) plus its output ``n_azimuths x chunk_rows x chunk_cols`` float32, so memory
+is bounded by the (small, regional) DEM sizes and the chunk size times ``n_azimuths``, not by the
+number of chunks.
+
+References
+----------
+Mazarico, E., Neumann, G. A., Smith, D. E., Zuber, M. T., Torrence, M. H. (2011). Illumination
+conditions of the lunar polar regions using LOLA topography. Icarus 211, 1066-1081.
+Tevs, A., Ihrke, I., Seidel, H.-P. (2008). Maximum mipmaps for fast, accurate, and scalable dynamic
+height field rendering. Proc. ACM I3D 2008, 183-190.
+Cohen, D., Shaked, A. (1993). Photo-realistic imaging of digital terrains. Computer Graphics Forum
+12(3), 363-373.
+Steger, C. R., Steger, B., Schaer, C. (2022). HORAYZON v1.2: an efficient and flexible ray-tracing
+algorithm to compute horizon and sky view factor. Geosci. Model Dev. 15, 6817-6840 (the speed anchor
+in docs/horizon.md).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numba
+import numpy as np
+import xarray as xr
+from numba import njit, prange
+
+from .crs import MOON_RADIUS_M, check_moon_crs
+from .errors import CRSError, LunarmapError, NoDataError
+
+__all__ = [
+    "horizon_map",
+    "horizon_brute_force",
+    "horizon_numpy",
+    "interpolate_horizon",
+    "azimuth_bins",
+]
+
+#: Smallest number of azimuths accepted (fewer cannot represent a horizon).
+MIN_AZIMUTHS = 4
+
+_NUMBA_LOCK = threading.Lock()  # numba's parallel kernels are not safe to launch concurrently
+
+
+def azimuth_bins(n_azimuths: int) -> np.ndarray:
+    """Azimuth bin centres in degrees clockwise from grid north: ``i * 360 / n_azimuths``."""
+    return np.arange(n_azimuths, dtype="float64") * (360.0 / n_azimuths)
+
+
+# --------------------------------------------------------------------------------------------
+# numba kernels
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _bilinear(z, px, py):
+    """Bilinear height at pixel coords (px = column, py = row); NaN if a neighbour is NaN."""
+    ny, nx = z.shape
+    j = int(math.floor(px))
+    i = int(math.floor(py))
+    if j >= nx - 1:
+        j = nx - 2
+    if i >= ny - 1:
+        i = ny - 2
+    if j < 0:
+        j = 0
+    if i < 0:
+        i = 0
+    fx = px - j
+    fy = py - i
+    z00 = z[i, j]
+    z01 = z[i, j + 1]
+    z10 = z[i + 1, j]
+    z11 = z[i + 1, j + 1]
+    top = z00 + (z01 - z00) * fx
+    bot = z10 + (z11 - z10) * fx
+    return top + (bot - top) * fy
+
+
+@njit(cache=True)
+def _slab(p0x, p0y, ux, uy, xmax, ymax):
+    """Parameter interval [t0, t1] (pixels) where p0 + t u lies in [0, xmax] x [0, ymax]."""
+    t0 = -1e300
+    t1 = 1e300
+    if ux != 0.0:
+        a = (0.0 - p0x) / ux
+        b = (xmax - p0x) / ux
+        if a > b:
+            a, b = b, a
+        t0 = max(t0, a)
+        t1 = min(t1, b)
+    elif p0x < 0.0 or p0x > xmax:
+        return 1.0, 0.0
+    if uy != 0.0:
+        a = (0.0 - p0y) / uy
+        b = (ymax - p0y) / uy
+        if a > b:
+            a, b = b, a
+        t0 = max(t0, a)
+        t1 = min(t1, b)
+    elif p0y < 0.0 or p0y > ymax:
+        return 1.0, 0.0
+    return t0, t1
+
+
+@njit(cache=True)
+def _march_brute(z, p0x, p0y, ux, uy, g, d_from, d_to, zobs, inv2r, best):
+    """Naive march: every sample k*g/2 in (d_from, d_to] (metres) inside z's rectangle."""
+    ny, nx = z.shape
+    t0, t1 = _slab(p0x, p0y, ux, uy, nx - 1.0, ny - 1.0)
+    if t1 < t0:
+        return best
+    step = 0.5 * g
+    lo = max(d_from, t0 * g)
+    hi = min(d_to, t1 * g)
+    k = int(math.floor(lo / step)) + 1
+    if k < 1:
+        k = 1
+    while k * step <= hi:
+        d = k * step
+        t = d / g
+        zs = _bilinear(z, p0x + t * ux, p0y + t * uy)
+        if zs == zs:
+            v = (zs - zobs) / d - d * inv2r
+            if v > best:
+                best = v
+        k += 1
+    return best
+
+
+@njit(cache=True)
+def _march_fast(z, pyr, offs, widths, nlev, zall, p0x, p0y, ux, uy, g, d_from, d_to, zobs, inv2r, best):
+    """Same samples as :func:`_march_brute`, skipping max-mipmap cells that cannot raise ``best``.
+
+    ``pyr`` holds the flattened max pyramid: level L cell (I, J) covers pixel coordinates
+    [J 2^L, (J+1) 2^L] x [I 2^L, (I+1) 2^L] and stores the max of the pixels at its corners and
+    inside (level 0: the 4 pixels around a bilinear cell), so it bounds every bilinear sample in it.
+    ``zall`` bounds every height still ahead (near and far DEM) for early termination.
+    """
+    ny, nx = z.shape
+    t0, t1 = _slab(p0x, p0y, ux, uy, nx - 1.0, ny - 1.0)
+    if t1 < t0:
+        return best
+    step = 0.5 * g
+    lo = max(d_from, t0 * g)
+    hi = min(d_to, t1 * g)
+    k = int(math.floor(lo / step)) + 1
+    if k < 1:
+        k = 1
+    a_all = zall - zobs
+    level = 0
+    eps_t = 1e-7
+    while k * step <= hi:
+        d = k * step
+        # global termination: nothing at distance >= d can exceed best
+        if a_all >= 0.0:
+            gb = a_all / d - d * inv2r
+        else:
+            dstar = math.sqrt(-a_all / inv2r)
+            dd = dstar if dstar > d else d
+            gb = a_all / dd - dd * inv2r
+        if gb < best:
+            break
+        t = d / g
+        # locate the cell slightly ahead of the sample so that the ray makes progress
+        qx = p0x + (t + eps_t) * ux
+        qy = p0y + (t + eps_t) * uy
+        s = float(1 << level)
+        cj = int(math.floor(qx / s))
+        ci = int(math.floor(qy / s))
+        w = widths[level]
+        h = widths[nlev + level]
+        if cj >= w:
+            cj = w - 1
+        if ci >= h:
+            ci = h - 1
+        if cj < 0:
+            cj = 0
+        if ci < 0:
+            ci = 0
+        zc = pyr[offs[level] + ci * w + cj]
+        # exit parameter of the ray from this cell (pixels)
+        te = 1e300
+        if ux > 0.0:
+            te = min(te, ((cj + 1) * s - p0x) / ux)
+        elif ux < 0.0:
+            te = min(te, (cj * s - p0x) / ux)
+        if uy > 0.0:
+            te = min(te, ((ci + 1) * s - p0y) / uy)
+        elif uy < 0.0:
+            te = min(te, (ci * s - p0y) / uy)
+        de = te * g
+        if de > hi:
+            de = hi
+        a = zc - zobs
+        if a >= 0.0:
+            bound = a / d - d * inv2r
+        else:
+            bound = a / de - d * inv2r
+        if bound < best:
+            # skip every sample in this cell
+            kn = int(math.floor(de / step)) + 1
+            if kn <= k:
+                kn = k + 1
+            k = kn
+            if level < nlev - 1:
+                level += 1
+        elif level > 0:
+            level -= 1
+        else:
+            # fine samples inside this level-0 cell
+            while True:
+                zs = _bilinear(z, p0x + t * ux, p0y + t * uy)
+                if zs == zs:
+                    v = (zs - zobs) / d - d * inv2r
+                    if v > best:
+                        best = v
+                k += 1
+                d = k * step
+                if d > de:
+                    break
+                t = d / g
+    return best
+
+
+@njit(cache=True)
+def _pixel_ray(z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
+               i, j, sa, ca, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs, inv2r):
+    """tan of the horizon angle of near pixel (i, j) toward the azimuth with sin/cos (sa, ca)."""
+    zo = z[i, j]
+    if zo != zo:
+        return np.nan
+    zobs = zo + hobs
+    ny, nx = z.shape
+    ux = sa * sxn  # unit direction in near pixel units (square pixels)
+    uy = ca * syn
+    px = float(j)
+    py = float(i)
+    best = -np.inf
+    if fast:
+        best = _march_fast(z, pyr, offs, widths, nlev, zall, px, py, ux, uy, g, 0.0, dmax, zobs, inv2r, best)
+    else:
+        best = _march_brute(z, px, py, ux, uy, g, 0.0, dmax, zobs, inv2r, best)
+    if has_far:
+        t0, t1 = _slab(px, py, ux, uy, nx - 1.0, ny - 1.0)
+        dne = t1 * g  # distance (m) where the ray leaves the near DEM
+        if dne < dmax:
+            fpx = fx0 + j * fsxr  # observer in far-field pixel coords
+            fpy = fy0 + i * fsyr
+            fux = sa * fsxn
+            fuy = ca * fsyn
+            if fast:
+                best = _march_fast(zf, pyrf, offsf, widthsf, nlevf, zall, fpx, fpy, fux, fuy, gf, dne, dmax, zobs,
+                                   inv2r, best)
+            else:
+                best = _march_brute(zf, fpx, fpy, fux, fuy, gf, dne, dmax, zobs, inv2r, best)
+    return best
+
+
+@njit(cache=True)
+def _row(out, ii, i, c0, c1, z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
+         sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs, inv2r):
+    rad2deg = 180.0 / math.pi
+    for jj in range(c1 - c0):
+        j = c0 + jj
+        for a in range(sin_a.shape[0]):
+            b = _pixel_ray(z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
+                           i, j, sin_a[a], cos_a[a], g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn,
+                           dmax, hobs, inv2r)
+            if b == -np.inf or b != b:
+                out[a, ii, jj] = np.nan
+            else:
+                out[a, ii, jj] = math.atan(b) * rad2deg
+
+
+@njit(parallel=True, cache=True)
+def _kernel_parallel(out, r0, r1, c0, c1, z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf,
+                     zall, sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs,
+                     inv2r):
+    for ii in prange(r1 - r0):
+        _row(out, ii, r0 + ii, c0, c1, z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
+             sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs, inv2r)
+
+
+@njit(cache=True)
+def _kernel_serial(out, r0, r1, c0, c1, z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf,
+                   zall, sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs,
+                   inv2r):
+    for ii in range(r1 - r0):
+        _row(out, ii, r0 + ii, c0, c1, z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
+             sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, dmax, hobs, inv2r)
+
+
+# --------------------------------------------------------------------------------------------
+# preparation (pure numpy)
+# --------------------------------------------------------------------------------------------
+
+
+def max_pyramid(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Maximum mipmap of a DEM for bilinear sampling (Tevs et al. 2008).
+
+    Level 0 has one cell per bilinear cell (``(ny-1) x (nx-1)``), holding the max of its 4 corner
+    pixels (NaN ignored, all-NaN -> -inf); each next level max-pools 2 x 2 cells, up to 1 x 1.
+    Returns ``(flat, offsets, widths_then_heights, n_levels)`` for the numba kernel.
+    """
+    z = np.where(np.isfinite(z), z, -np.inf)
+    m = np.maximum(np.maximum(z[:-1, :-1], z[:-1, 1:]), np.maximum(z[1:, :-1], z[1:, 1:]))
+    levels = [m]
+    while m.shape[0] > 1 or m.shape[1] > 1:
+        h, w = m.shape
+        p = np.full((h + h % 2, w + w % 2), -np.inf)
+        p[:h, :w] = m
+        m = np.maximum(np.maximum(p[0::2, 0::2], p[0::2, 1::2]), np.maximum(p[1::2, 0::2], p[1::2, 1::2]))
+        levels.append(m)
+    sizes = [lv.size for lv in levels]
+    offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    widths = np.array([lv.shape[1] for lv in levels] + [lv.shape[0] for lv in levels], dtype=np.int64)
+    flat = np.concatenate([lv.ravel() for lv in levels]).astype(np.float64)
+    return flat, offs, widths, len(levels)
+
+
+class _Grid:
+    """A regular square-pixel grid: pixel centre (i, j) is at (x0 + j sx, y0 + i sy)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, what: str):
+        x = np.asarray(x, dtype="float64")
+        y = np.asarray(y, dtype="float64")
+        if x.size < 2 or y.size < 2:
+            raise LunarmapError(f"The {what} must be at least 2 x 2 pixels to compute horizons, got {y.size} x {x.size}.")
+        sx = (x[-1] - x[0]) / (x.size - 1)
+        sy = (y[-1] - y[0]) / (y.size - 1)
+        if not (np.allclose(np.diff(x), sx, rtol=1e-6, atol=1e-6 * abs(sx))
+                and np.allclose(np.diff(y), sy, rtol=1e-6, atol=1e-6 * abs(sy))):
+            raise LunarmapError(f"The {what} grid is not regular; resample it to a regular grid (gdalwarp -tr).")
+        if abs(abs(sx) - abs(sy)) > 1e-6 * abs(sx):
+            raise LunarmapError(
+                f"The {what} has non-square pixels ({abs(sx)} x {abs(sy)} m); resample it to square pixels "
+                f"(gdalwarp -tr GSD GSD)."
+            )
+        self.x0, self.y0, self.sx, self.sy = float(x[0]), float(y[0]), float(sx), float(sy)
+        self.g = abs(self.sx)
+
+
+def _as_dem(da, what: str) -> xr.DataArray:
+    if not isinstance(da, xr.DataArray):
+        raise LunarmapError(f"The {what} must be an xarray.DataArray with dims ('y', 'x') (use lunarmap.io.open_dem).")
+    if da.ndim != 2 or set(da.dims) != {"y", "x"}:
+        raise LunarmapError(f"The {what} must have dims ('y', 'x'), got {da.dims}.")
+    return da.transpose("y", "x")
+
+
+def _crs_of(da):
+    try:
+        return da.rio.crs
+    except Exception:  # rioxarray not imported / no accessor
+        return None
+
+
+def _check_same_crs(near: xr.DataArray, far: xr.DataArray) -> None:
+    import pyproj  # noqa: F401
+
+    from .crs import _transformer, as_crs
+
+    cn, cf = _crs_of(near), _crs_of(far)
+    if cn is None and cf is None:
+        return
+    if cn is None or cf is None:
+        raise CRSError("Only one of the DEM and the far-field DEM has a CRS; set both (rio.write_crs) to the same Moon CRS.")
+    cn = check_moon_crs(cn, what="DEM")
+    cf = check_moon_crs(cf, what="far-field DEM")
+    if cn.name == cf.name or cn == cf:
+        return
+    x, y = float(near.x.mean()), float(near.y.mean())
+    t = _transformer(cn.to_wkt(), cf.to_wkt())
+    x2, y2 = t.transform([x, x + 1e4], [y, y + 1e4])
+    if not (np.allclose(x2, [x, x + 1e4], atol=1.0) and np.allclose(y2, [y, y + 1e4], atol=1.0)):
+        raise CRSError(
+            f"The far-field DEM's CRS ({cf.name}) differs from the DEM's ({cn.name}). Reproject the far field "
+            f"onto the DEM's CRS first (gdalwarp -t_srs ... or far.rio.reproject(dem.rio.crs))."
+        )
+
+
+class _Prepared:
+    """Everything the kernels need, from numpy arrays (built once per graph, shared by chunk tasks)."""
+
+    def __init__(self, z, gx, gy, zf=None, fx=None, fy=None, *, n_azimuths=360, observer_height_m=0.0,
+                 max_distance_m=None, radius_m=MOON_RADIUS_M):
+        if int(n_azimuths) != n_azimuths or n_azimuths < MIN_AZIMUTHS:
+            raise LunarmapError(
+                f"n_azimuths must be an integer >= {MIN_AZIMUTHS}, got {n_azimuths!r}; 360 (1 deg bins) is typical "
+                f"for illumination, 90 for a quick look."
+            )
+        if not np.isfinite(observer_height_m) or observer_height_m < 0:
+            raise LunarmapError(f"observer_height_m must be a finite height >= 0 m, got {observer_height_m!r}.")
+        if max_distance_m is not None and not (max_distance_m > 0):
+            raise LunarmapError(f"max_distance_m must be > 0 (metres) or None, got {max_distance_m!r}.")
+        self.z = np.ascontiguousarray(z, dtype=np.float64)
+        if self.z.ndim != 2:
+            raise LunarmapError(f"The DEM must be 2-D (y, x), got shape {self.z.shape}.")
+        if not np.isfinite(self.z).any():
+            raise NoDataError("Every DEM pixel is NaN (nodata): there is no terrain to compute horizons from.")
+        self.grid = _Grid(gx, gy, "DEM")
+        self.n_azimuths = int(n_azimuths)
+        az = np.deg2rad(azimuth_bins(self.n_azimuths))
+        self.sin_a = np.sin(az)
+        self.cos_a = np.cos(az)
+        # exact axis directions for the cardinal bins
+        self.sin_a[np.isclose(self.sin_a, 0, atol=1e-12)] = 0.0
+        self.cos_a[np.isclose(self.cos_a, 0, atol=1e-12)] = 0.0
+        self.hobs = float(observer_height_m)
+        self.dmax = float(max_distance_m) if max_distance_m is not None else 1e300
+        self.inv2r = 1.0 / (2.0 * float(radius_m))
+        self.pyr = max_pyramid(self.z)
+        zmax = np.nanmax(self.z)
+        if zf is not None:
+            self.zf = np.ascontiguousarray(zf, dtype=np.float64)
+            if not np.isfinite(self.zf).any():
+                raise NoDataError("Every far-field DEM pixel is NaN: pass far_field=None or a valid regional DEM.")
+            fgrid = _Grid(fx, fy, "far-field DEM")
+            self.has_far = True
+            g = self.grid
+            self.far = (
+                (g.x0 - fgrid.x0) / fgrid.sx, (g.y0 - fgrid.y0) / fgrid.sy,
+                g.sx / fgrid.sx, g.sy / fgrid.sy, fgrid.g, float(np.sign(fgrid.sx)), float(np.sign(fgrid.sy)),
+            )
+            self.pyrf = max_pyramid(self.zf)
+            zmax = max(zmax, np.nanmax(self.zf))
+        else:
+            self.zf = np.zeros((2, 2))
+            self.has_far = False
+            self.far = (0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+            self.pyrf = max_pyramid(self.zf)
+        self.zall = float(zmax)
+
+    def run(self, r0, r1, c0, c1, *, fast=True, parallel=True, threads=None) -> np.ndarray:
+        out = np.empty((self.n_azimuths, r1 - r0, c1 - c0), dtype=np.float32)
+        g = self.grid
+        pyr, offs, widths, nlev = self.pyr
+        pyrf, offsf, widthsf, nlevf = self.pyrf
+        fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn = self.far
+        args = (out, int(r0), int(r1), int(c0), int(c1), self.z, self.zf, bool(fast), pyr, offs, widths, nlev,
+                pyrf, offsf, widthsf, nlevf, self.zall, self.sin_a, self.cos_a, g.g, float(np.sign(g.sx)),
+                float(np.sign(g.sy)), self.has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, self.dmax, self.hobs,
+                self.inv2r)
+        if parallel:
+            with _NUMBA_LOCK:
+                old = numba.get_num_threads()
+                if threads is not None:
+                    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+                try:
+                    _kernel_parallel(*args)
+                finally:
+                    numba.set_num_threads(old)
+        else:
+            _kernel_serial(*args)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+
+
+def horizon_numpy(
+    z: np.ndarray,
+    gsd: float,
+    n_azimuths: int = 360,
+    *,
+    far_field: np.ndarray | None = None,
+    far_gsd: float | None = None,
+    far_offset_px: tuple[float, float] = (0.0, 0.0),
+    observer_height_m: float = 0.0,
+    max_distance_m: float | None = None,
+    method: str = "fast",
+    threads: int | None = None,
+    rows: tuple[int, int] | None = None,
+    cols: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Horizon angles of a numpy DEM (the low-level kernel behind :func:`horizon_map`).
+
+    Parameters
+    ----------
+    z : ndarray, shape (ny, nx)
+        Heights (m) above the 1 737 400 m sphere; row 0 is the *north* edge (grid +y), column 0 the
+        west edge, square pixels of ``gsd`` metres. NaN = nodata.
+    gsd : float
+        Pixel size (m).
+    n_azimuths : int
+        Number of azimuth bins (centres ``i * 360 / n``, clockwise from grid north).
+    far_field : ndarray, shape (nyf, nxf), optional
+        Coarser DEM (m), same orientation, pixel size ``far_gsd``; used beyond the edge of ``z``.
+    far_offset_px : (row, col)
+        Position of ``z``'s pixel (0, 0) centre in far-field pixel coordinates (fractional).
+    observer_height_m, max_distance_m, method
+        As in :func:`horizon_map`.
+    threads : int, optional
+        numba threads (default: numba's current setting).
+    rows, cols : (start, stop), optional
+        Compute only this window of observers (the whole DEM is still the terrain).
+
+    Returns
+    -------
+    ndarray, float32, shape (n_azimuths, rows, cols)
+        Horizon elevation angle (deg); NaN where the observer pixel is NaN or the ray found no
+        valid sample (outermost pixels looking outward without a far field).
+    """
+    if method not in ("fast", "brute"):
+        raise LunarmapError(f"method must be 'fast' or 'brute', got {method!r}.")
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2:
+        raise LunarmapError(f"The DEM must be 2-D (y, x), got shape {z.shape}.")
+    ny, nx = z.shape
+    gx = np.arange(nx) * float(gsd)
+    gy = -np.arange(ny) * float(gsd)
+    fx = fy = None
+    if far_field is not None:
+        if far_gsd is None:
+            raise LunarmapError("far_gsd (m) is required with far_field.")
+        far_field = np.asarray(far_field, dtype=np.float64)
+        fr, fc = far_offset_px
+        fx = (np.arange(far_field.shape[1]) - fc) * float(far_gsd)
+        fy = -(np.arange(far_field.shape[0]) - fr) * float(far_gsd)
+    prep = _Prepared(z, gx, gy, far_field, fx, fy, n_azimuths=n_azimuths, observer_height_m=observer_height_m,
+                     max_distance_m=max_distance_m)
+    r0, r1 = rows if rows is not None else (0, ny)
+    c0, c1 = cols if cols is not None else (0, nx)
+    return prep.run(r0, r1, c0, c1, fast=(method == "fast"), parallel=True, threads=threads)
+
+
+def _prepare_from_arrays(z, x, y, zf, fx, fy, kw):
+    return _Prepared(z, x, y, zf, fx, fy, **kw)
+
+
+def _run_block(prep, r0, r1, c0, c1, fast):
+    return prep.run(r0, r1, c0, c1, fast=fast, parallel=True)
+
+
+def horizon_map(
+    elevation: xr.DataArray,
+    *,
+    n_azimuths: int = 360,
+    far_field: xr.DataArray | None = None,
+    observer_height_m: float = 0.0,
+    max_distance_m: float | None = None,
+    method: str = "fast",
+) -> xr.DataArray:
+    """Horizon elevation angle at every DEM pixel for ``n_azimuths`` grid azimuths (lazy).
+
+    Parameters
+    ----------
+    elevation : xarray.DataArray, dims ("y", "x")
+        Heights (m) above the 1 737 400 m Moon sphere on a regular square-pixel grid in a
+        projected Moon CRS (polar stereographic ``IAU_2015:30135`` or ``30130``; either pole),
+        NaN = nodata. Numpy- or Dask-backed; output chunks follow its chunks.
+    n_azimuths : int, default 360
+        Number of azimuth bins (>= 4). Bin centres ``i * 360 / n_azimuths`` deg clockwise from
+        grid north (+y).
+    far_field : xarray.DataArray, dims ("y", "x"), optional
+        Coarser regional DEM in the *same CRS* (e.g. ``tiles/lola_ldem80s_480m_south_pole_250km.tif``),
+        sampled where rays have left ``elevation``, so a small tile still sees distant mountains.
+    observer_height_m : float, default 0
+        Observer (e.g. solar panel, mast) height above the ground (m).
+    max_distance_m : float, optional
+        Stop rays at this grid distance (m). Default: no limit other than the data; rays stop
+        where they leave the far field (or the DEM), and the fast method stops earlier, exactly,
+        once the DEM's highest point could no longer rise above the horizon found (the curvature
+        drop ``d**2 / 2R`` is 2.9 km at 100 km and 11.5 km at 200 km).
+    method : {"fast", "brute"}
+        ``"fast"``: maximum-mipmap accelerated march; ``"brute"``: the naive reference
+        (:func:`horizon_brute_force`). Both take the same samples (module docstring).
+
+    Returns
+    -------
+    xarray.DataArray, float32, dims ("azimuth", "y", "x"), name ``horizon``
+        Horizon elevation angle (deg) above the observer's local horizontal plane, including the
+        Moon's curvature; coord ``azimuth`` (deg). NaN where the elevation is NaN and on the
+        outermost pixels for rays that leave the data at once (no far field). Lazy (Dask) with
+        chunks ``(n_azimuths, *elevation.chunks)``; each chunk task reads the full DEM and far
+        field (memory: both DEMs + pyramids + ``n_azimuths x chunk`` float32), so there are no
+        chunk seams. CRS and x/y coords are kept.
+
+    Raises
+    ------
+    LunarmapError
+        Bad dims, grid not regular/square, ``n_azimuths < 4``, negative observer height, bad method.
+    NoDataError
+        DEM (or far field) is all NaN (raised when computed).
+    CRSError
+        Non-Moon CRS, or far field in a different CRS.
+
+    References
+    ----------
+    Tevs et al. (2008); Cohen & Shaked (1993); Mazarico et al. (2011). See the module docstring.
+    """
+    import dask
+    import dask.array as dsa
+
+    if method not in ("fast", "brute"):
+        raise LunarmapError(f"method must be 'fast' or 'brute', got {method!r}.")
+    elevation = _as_dem(elevation, "elevation")
+    crs = _crs_of(elevation)
+    if crs is not None:
+        check_moon_crs(crs, what="DEM")
+    if int(n_azimuths) != n_azimuths or n_azimuths < MIN_AZIMUTHS:
+        raise LunarmapError(
+            f"n_azimuths must be an integer >= {MIN_AZIMUTHS}, got {n_azimuths!r}; 360 (1 deg bins) is typical."
+        )
+    n_azimuths = int(n_azimuths)
+    kw = dict(n_azimuths=n_azimuths, observer_height_m=observer_height_m, max_distance_m=max_distance_m)
+    # validate cheap arguments eagerly (grid, heights) so errors appear at call time
+    _Grid(elevation.x.values, elevation.y.values, "DEM")
+    if not np.isfinite(observer_height_m) or observer_height_m < 0:
+        raise LunarmapError(f"observer_height_m must be a finite height >= 0 m, got {observer_height_m!r}.")
+    zf = fx = fy = None
+    if far_field is not None:
+        far_field = _as_dem(far_field, "far-field DEM")
+        _check_same_crs(elevation, far_field)
+        fx, fy = far_field.x.values, far_field.y.values
+        _Grid(fx, fy, "far-field DEM")
+        zf = far_field.data
+    prep = dask.delayed(_prepare_from_arrays, pure=True)(
+        elevation.data, elevation.x.values, elevation.y.values, zf, fx, fy, kw
+    )
+    ny, nx = elevation.shape
+    if isinstance(elevation.data, dsa.Array):
+        ychunks, xchunks = elevation.data.chunks
+    else:
+        ychunks, xchunks = (ny,), (nx,)
+    fast = method == "fast"
+    rows = []
+    r0 = 0
+    for h in ychunks:
+        row = []
+        c0 = 0
+        for w in xchunks:
+            blk = dask.delayed(_run_block, pure=True)(prep, r0, r0 + h, c0, c0 + w, fast)
+            row.append(dsa.from_delayed(blk, shape=(n_azimuths, h, w), dtype=np.float32))
+            c0 += w
+        rows.append(row)
+        r0 += h
+    data = dsa.block([rows])
+    out = xr.DataArray(
+        data,
+        dims=("azimuth", "y", "x"),
+        coords={"azimuth": ("azimuth", azimuth_bins(n_azimuths), {"units": "deg",
+                                                                  "long_name": "azimuth clockwise from grid north"}),
+                "y": elevation.y, "x": elevation.x},
+        name="horizon",
+        attrs={
+            "units": "deg",
+            "long_name": "horizon elevation angle (Moon curvature included)",
+            "observer_height_m": float(observer_height_m),
+            "method": method,
+        },
+    )
+    for c in elevation.coords:
+        if c not in out.coords and set(elevation[c].dims) <= {"y", "x"}:
+            out = out.assign_coords({c: elevation[c]})
+    if crs is not None:
+        out = out.rio.write_crs(crs)
+    return out
+
+
+def horizon_brute_force(
+    elevation: xr.DataArray,
+    *,
+    n_azimuths: int = 360,
+    far_field: xr.DataArray | None = None,
+    observer_height_m: float = 0.0,
+    max_distance_m: float | None = None,
+) -> xr.DataArray:
+    """The reference: naive ray march taking every half-pixel bilinear sample (no pruning).
+
+    Same parameters, output and geometry as :func:`horizon_map` (see the module docstring for the
+    sample positions). Cost grows with ray length: use it on small DEMs or to validate.
+    """
+    return horizon_map(elevation, n_azimuths=n_azimuths, far_field=far_field,
+                       observer_height_m=observer_height_m, max_distance_m=max_distance_m, method="brute")
+
+
+def interpolate_horizon(h, az_deg):
+    """Horizon angle at arbitrary grid azimuths, linearly interpolated between bins (circularly).
+
+    Parameters
+    ----------
+    h : ndarray or xarray.DataArray, shape (n_azimuths, ...)
+        Horizon map (deg) with bin centres ``i * 360 / n_azimuths`` (as from :func:`horizon_map`).
+    az_deg : float or array_like
+        Azimuth(s) in degrees clockwise from grid north (any real value; wrapped to 0..360). Its
+        shape must broadcast against ``h.shape[1:]``: a scalar gives ``h.shape[1:]``, an array
+        of ``h.shape[1:]`` gives one azimuth per pixel, ``az[:, None, None]`` (T,) gives
+        ``(T, ny, nx)`` (e.g. a Sun track).
+
+    Returns
+    -------
+    ndarray, float64, shape ``broadcast(az_deg.shape, h.shape[1:])``
+        Interpolated horizon angle (deg); NaN where either bin is NaN.
+    """
+    h = np.asarray(h.values if isinstance(h, xr.DataArray) else h)
+    n = h.shape[0]
+    if n < MIN_AZIMUTHS:
+        raise LunarmapError(f"h must have >= {MIN_AZIMUTHS} azimuth bins along axis 0, got shape {h.shape}.")
+    f = np.mod(np.asarray(az_deg, dtype=np.float64), 360.0) * (n / 360.0)
+    f0 = np.floor(f)
+    w = f - f0
+    i0 = f0.astype(np.int64) % n
+    i1 = (i0 + 1) % n
+    grids = np.ix_(*[np.arange(s) for s in h.shape[1:]]) if h.ndim > 1 else ()
+    return (1.0 - w) * h[(i0, *grids)] + w * h[(i1, *grids)]
