@@ -23,7 +23,9 @@ every year, but the *selenographic longitude* (hence the azimuth) at which it is
 from year to year and only samples all azimuths over the nodal cycle; a one-year window would
 mark as "permanently" shadowed pixels that are lit in other years. Mazarico et al. (2011, Icarus
 211:1066) stress the same point: their PSR maps rest on a simulation period "increased
-significantly" over earlier one-year studies. 6 h is 3° of Sun azimuth
+significantly" over earlier one-year studies, and the LOLA GDRVIS average-visibility products
+(AVGVISIB, PDS LRO-L-LOLA-4-GDR-V1.0) were modelled "over one lunar precession cycle (~18.6 years)".
+6 h is 3° of Sun azimuth
 (360°/708.7 h synodic day); ``longest_night`` therefore has a 6 h resolution with the default.
 """
 
