@@ -193,7 +193,8 @@ def atomic_path(path: str | os.PathLike):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # keep the real suffix last: some writers (xgboost, matplotlib) pick the format from it
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -204,6 +205,72 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def write_cog(
+    da: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    compress: str = "deflate",
+    overwrite: bool = True,
+) -> Path:
+    """Write a 2-D layer as a Cloud-Optimized GeoTIFF, atomically.
+
+    The DataArray (dims ``("y","x")``, numpy or Dask) is written block by block to a tiled
+    GeoTIFF next to ``path`` and copied to a COG (internal overviews, deflate) which is renamed
+    onto ``path`` only when complete, so an interrupted run never leaves a half-written file.
+
+    Boolean layers (e.g. ``psr``) are written as uint8 (1 = true) with nodata 255; floats keep
+    their dtype with nodata NaN.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        dims ``("y", "x")`` with a Moon CRS (``da.rio.crs``); attrs ``units`` and ``long_name``
+        become the band unit and band description.
+    path : path-like
+        Destination ``.tif``.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    CRSError
+        The layer has no Moon CRS.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    import rasterio
+    import rasterio.shutil
+    import rioxarray  # noqa: F401
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: choose another --out) to replace it.")
+    if da.ndim != 2:
+        raise ValueError(f"write_cog writes 2-D (y, x) layers; {da.name!r} has dims {da.dims}")
+    check_moon_crs(da.rio.crs, what=f"layer {da.name!r}")
+    units = str(da.attrs.get("units", ""))
+    long_name = str(da.attrs.get("long_name", da.name or ""))
+    out = da
+    if out.dtype == bool:
+        out = out.astype("uint8").rio.write_nodata(255, encoded=False)
+    elif np.issubdtype(out.dtype, np.floating):
+        out = out.rio.write_nodata(np.nan, encoded=False)
+    out = out.rio.write_crs(da.rio.crs)
+    out.attrs = {"long_name": long_name, "units": units, "layer": str(da.name)}
+    with atomic_path(path) as final_tmp:
+        gtiff = final_tmp.with_name(final_tmp.name + ".gtiff")
+        try:
+            out.rio.to_raster(gtiff, driver="GTiff", tiled=True, compress=compress, lock=True)
+            with rasterio.open(gtiff, "r+") as ds:
+                ds.set_band_description(1, long_name)
+                ds.units = (units,)
+            rasterio.shutil.copy(gtiff, final_tmp, driver="COG", compress=compress, overviews="AUTO")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(gtiff)
+    return path
 # --- illumination products I/O ---
 
 #: Scaling of NASA LOLA illumination products (PDS LRO-L-LOLA-4-GDR-V1.0, "extras/illumination";

@@ -55,6 +55,9 @@ class LayerSpec:
         Part of the default layer set of ``lunarmap rank``.
     higher_is_better : bool or None
         Direction used in docs/maps (informational; the ranking model learns its own).
+    merit : (worst, best) or None
+        Figure of merit for the rule-based suitability label: the site mean of this layer is
+        mapped linearly from ``worst`` (0) to ``best`` (1), clipped. ``None``: not a merit.
     """
 
     name: str
@@ -66,6 +69,7 @@ class LayerSpec:
     fractions: tuple[tuple[str, float], ...] = ()
     default: bool = True
     higher_is_better: bool | None = None
+    merit: tuple[float, float] | None = None
 
 
 LAYERS: dict[str, LayerSpec] = {}
@@ -88,6 +92,7 @@ def register_layer(
     fractions: tuple[tuple[str, float], ...] = (),
     default: bool = True,
     higher_is_better: bool | None = None,
+    merit: tuple[float, float] | None = None,
 ):
     """Decorator registering ``func(ctx) -> DataArray`` as layer ``name`` (see module docs)."""
 
@@ -102,6 +107,7 @@ def register_layer(
             fractions=tuple(fractions),
             default=default,
             higher_is_better=higher_is_better,
+            merit=None if merit is None else (float(merit[0]), float(merit[1])),
         )
         return func
 

@@ -1,0 +1,229 @@
+"""``lunarmap`` command line: rank sites, export layers, explain a coordinate.
+
+Every command prints where it wrote its results. Bad input exits with status 2 and a short
+message saying what is wrong and how to fix it (no traceback); ``LUNARMAP_DEBUG=1`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch/xgboost busy-wait otherwise (ENVIRONMENT.md)
+
+import typer
+
+from .errors import LunarmapError
+
+app = typer.Typer(
+    name="lunarmap",
+    help=(
+        "Lunar south-pole landing-site analysis: hazard layers, a ranked site table and SHAP explanations.\n\n"
+        "Examples:\n\n"
+        "  lunarmap rank                                   # embedded LOLA Shackleton DEM, Artemis III regions\n\n"
+        "  lunarmap rank --dem my_dem.tif --sites sites.geojson --out results/\n\n"
+        "  lunarmap layers --dem my_dem.tif --layers slope,roughness --out layers/\n\n"
+        "  lunarmap explain --lat -89.45 --lon -137"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DemOpt = typer.Option(None, "--dem", help="DEM GeoTIFF/COG or PDS .IMG in a projected Moon CRS (metres). Default: embedded LOLA Shackleton 200 m tile.")
+OutOpt = typer.Option(Path("lunarmap_out"), "--out", help="Output folder.")
+SchedOpt = typer.Option(None, "--scheduler", help="Dask scheduler: threads (default), synchronous, processes, or tcp://HOST:PORT of a dask.distributed cluster.")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def handle_errors(func):
+    """Turn LunarmapError (and missing files) into a one-paragraph message and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (LunarmapError, FileNotFoundError, PermissionError) as exc:
+            if os.environ.get("LUNARMAP_DEBUG"):
+                raise
+            _console().print(f"[bold red]lunarmap: error:[/bold red] {exc}", highlight=False)
+            raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            _console().print("[yellow]Interrupted; no partial output was left in place.[/yellow]")
+            raise typer.Exit(code=130) from None
+
+    return wrapper
+
+
+def _split(names: Optional[str]) -> Optional[list[str]]:
+    if not names:
+        return None
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
+def _layer_options(far_field: Optional[Path], observer_height: Optional[float]) -> dict:
+    opts: dict = {}
+    if far_field is not None:
+        from .io import open_dem
+
+        opts["far_field"] = open_dem(far_field)
+    if observer_height is not None:
+        opts["observer_height_m"] = observer_height
+    return opts
+
+
+@app.command()
+@handle_errors
+def rank(
+    dem: Optional[Path] = DemOpt,
+    sites: Optional[Path] = typer.Option(None, "--sites", help="GeoJSON/GeoPackage (points or polygons, 'name' property) or CSV (lat, lon, name[, radius_m, label]). Default: NASA Artemis III regions overlapping the DEM."),
+    out: Path = OutOpt,
+    grid: str = typer.Option("auto", "--grid", help="Fill polygon sites with landing pads every SPACING metres; 'auto' (about 300 pads) or 0 to rank polygons whole."),
+    pad_radius: float = typer.Option(100.0, "--pad-radius", help="Landing pad radius (m)."),
+    layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layers to compute (default: all default layers; see `lunarmap list-layers`)."),
+    far_field: Optional[Path] = typer.Option(None, "--far-field", help="Coarser regional DEM for distant horizons (illumination layers)."),
+    observer_height: Optional[float] = typer.Option(None, "--observer-height", help="Observer height above ground (m) for horizon-based layers."),
+    slope_max: float = typer.Option(8.0, "--slope-max", help="Lander slope limit over the pad (deg; HLS 8)."),
+    slope_clearance: float = typer.Option(100.0, "--slope-clearance", help="Required distance from steeper ground (m; HLS 100)."),
+    sun_min: float = typer.Option(0.33, "--sun-min", help="Minimum illumination fraction (HLS 0.33)."),
+    earth_min: float = typer.Option(0.50, "--earth-min", help="Minimum Earth visibility fraction (HLS 0.50)."),
+    labels_column: str = typer.Option("label", "--labels-column", help="Sites column with your own labels (numbers, higher = better, or good/marginal/poor/infeasible); replaces the rule labels."),
+    no_map: bool = typer.Option(False, "--no-map", help="Do not write map.html."),
+    no_layers: bool = typer.Option(False, "--no-layers", help="Do not write the layer GeoTIFFs."),
+    scheduler: Optional[str] = SchedOpt,
+    seed: int = typer.Option(0, "--seed", help="Random seed of the ranking model."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+):
+    """Rank candidate landing sites and write ranking.csv/.geojson/.gpkg, layer COGs and map.html.
+
+    Example: lunarmap rank --dem tiles/shackleton_zoom_lola10m_40m_10km.tif --grid 500 --out zoom_results
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pipeline import run_rank
+    from .ranking import LanderConstraints
+
+    res = run_rank(
+        dem,
+        sites=sites,
+        out_dir=out,
+        grid=grid,
+        pad_radius_m=pad_radius,
+        layers=_split(layers),
+        constraints=LanderConstraints(slope_max_deg=slope_max, slope_clearance_m=slope_clearance, illumination_min=sun_min, earth_visibility_min=earth_min),
+        labels_column=labels_column,
+        layer_options=_layer_options(far_field, observer_height),
+        scheduler=scheduler,
+        write_map=not no_map,
+        write_layers=not no_layers,
+        seed=seed,
+        quiet=quiet,
+    )
+    con = Console()
+    ranked = res.table[res.table["rank"].notna()]
+    t = Table(title=f"Top sites ({len(ranked)} ranked of {len(res.table)})")
+    for c in ("rank", "name", "score", "label", "feasible", "lat", "lon", "main factor"):
+        t.add_column(c, no_wrap=c in ("name", "main factor"))
+    for _, r in ranked.head(10).iterrows():
+        main = str(r.get("top_factors", "")).split(";")[0]
+        t.add_row(str(r["rank"]), str(r["name"]), f"{r['score']:.3f}", str(r["label"]), "yes" if bool(r["feasible"]) else "no",
+                  f"{r['lat']:.3f}", f"{r['lon']:.2f}", main)
+    con.print(t)
+    for n in res.notes:
+        con.print(f"- {n}", highlight=False)
+    con.print(f"Results in {res.out_dir}/ : " + ", ".join(sorted({p.name if p.parent == res.out_dir else f'{p.parent.name}/' for p in res.files.values()})))
+    con.print(f"Wall time {res.timings['total_s']:.1f} s")
+
+
+@app.command()
+@handle_errors
+def layers(
+    dem: Optional[Path] = DemOpt,
+    layers: str = typer.Option("slope,aspect,roughness,hillshade", "--layers", help="Comma-separated layer names (see `lunarmap list-layers`)."),
+    out: Path = typer.Option(Path("lunarmap_layers"), "--out", help="Output folder: one DIR/NAME.tif COG per layer."),
+    far_field: Optional[Path] = typer.Option(None, "--far-field", help="Coarser regional DEM for distant horizons."),
+    observer_height: Optional[float] = typer.Option(None, "--observer-height", help="Observer height above ground (m)."),
+    scheduler: Optional[str] = SchedOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Compute layers on a DEM and write each as a Cloud-Optimized GeoTIFF (Moon CRS, units, description).
+
+    Example: lunarmap layers --dem tiles/shackleton_ridge_lola10m_200m_51km.tif --layers slope,roughness --out layers/
+    """
+    from rich.console import Console
+
+    from .pipeline import run_layers
+    from .sites import default_dem_path
+
+    names = _split(layers) or []
+    files = run_layers(dem or default_dem_path(), names, out, layer_options=_layer_options(far_field, observer_height), scheduler=scheduler, quiet=quiet)
+    for k, p in files.items():
+        Console().print(f"{k.split(':', 1)[-1]}: {p}")
+
+
+@app.command("list-layers")
+def list_layers():
+    """List the layers lunarmap can compute, with units."""
+    from .layers import load_providers
+
+    for name, spec in sorted(load_providers().items()):
+        typer.echo(f"{name:28s} {spec.units:8s} {'(default) ' if spec.default else ''}{spec.long_name}")
+
+
+@app.command()
+@handle_errors
+def explain(
+    lat: float = typer.Option(..., "--lat", help="Planetocentric latitude (deg), e.g. -89.45.", allow_dash=True),
+    lon: float = typer.Option(..., "--lon", help="East longitude (deg, -180..180 or 0..360)."),
+    dem: Optional[Path] = DemOpt,
+    out: Path = typer.Option(Path("lunarmap_out"), "--out", help="Results folder of a previous `lunarmap rank` (it is run there first if missing)."),
+    pad_radius: float = typer.Option(100.0, "--pad-radius", help="Pad radius (m)."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Where to write the SHAP waterfall PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Score a landing pad centred on a coordinate and explain the score with SHAP.
+
+    Example: lunarmap explain --lat -89.45 --lon -137
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from .pipeline import run_explain
+
+    e = run_explain(lat, lon, dem=dem, results_dir=out, pad_radius_m=pad_radius, png=png, quiet=quiet or as_json)
+    if as_json:
+        typer.echo(e.to_json())
+        return
+    con = Console()
+    con.print(f"Pad at lat {lat:.4f}, lon {lon:.4f} (radius {pad_radius:g} m): score [bold]{e.score:.3f}[/bold], "
+              f"would rank {e.rank_equivalent} of {e.n_ranked + 1}; feasible: {e.feasible}")
+    con.print("Constraints: " + ", ".join(f"{k}: {'not evaluated' if v is None else ('pass' if v else 'FAIL')}" for k, v in e.constraints.items()))
+    t = Table(title=f"SHAP contributions (log-odds; base value {e.base_value:+.3f})")
+    t.add_column("feature")
+    t.add_column("value", justify="right")
+    t.add_column("contribution", justify="right")
+    for r in e.table.itertuples():
+        t.add_row(r.feature, "nan" if r.value != r.value else f"{r.value:.4g}", f"{r.shap:+.3f}")
+    con.print(t)
+    for n in e.notes:
+        con.print(f"- {n}", highlight=False)
+    con.print(f"Waterfall plot: {e.png}")
+
+
+def main():  # pragma: no cover
+    app(prog_name="lunarmap")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
