@@ -221,9 +221,45 @@ def explain(
     con.print(f"Waterfall plot: {e.png}")
 
 
+# --- command: sun (from branch illumination) ---
+@app.command("sun")
+@handle_errors
+def sun(
+    lat: float = typer.Option(..., "--lat", help="Latitude (deg, planetocentric; south negative)."),
+    lon: float = typer.Option(..., "--lon", help="East longitude (deg, -180..180 or 0..360)."),
+    dem: Optional[Path] = typer.Option(None, "--dem", help="DEM in a projected Moon CRS. Default: embedded LOLA 480 m south-pole DEM with the 1600 m polar DEM as far field."),
+    far_field: Optional[Path] = typer.Option(None, "--far-field", help="Coarser regional DEM (same CRS) for distant horizons."),
+    start: Optional[str] = typer.Option(None, "--start", help="UTC start (default 2025-01-01: one 18.6-yr nodal cycle)."),
+    end: Optional[str] = typer.Option(None, "--end", help="UTC end, exclusive (default 2043-08-12)."),
+    step: Optional[float] = typer.Option(None, "--step", help="Time step in hours (default 6)."),
+    observer_height: float = typer.Option(2.0, "--observer-height", help="Observer height above ground (m); 2 m as in Glaser et al. 2014."),
+    out: Path = typer.Option(Path("sun_timeline"), "--out", help="Output folder (CSV, PNG, JSON)."),
+):
+    """Sun and Earth above the local horizon at one coordinate over time (CSV + PNG + summary).
+
+    Example: lunarmap sun --lat -89.45 --lon -137 --start 2025-01-01 --end 2026-01-01 --out ridge/
+    """
+    from .illumination import run_sun_timeline
+
+    df, files = run_sun_timeline(lat, lon, dem=dem, far_field=far_field, start=start, end=end, step_hours=step,
+                                 observer_height_m=observer_height, out=out)
+    s = df.attrs["summary"]
+    typer.echo(
+        f"Pixel {s['lat']:.4f}, {s['lon']:.4f}E (elevation {s['elevation_m']:.0f} m, observer +{s['observer_height_m']:g} m), "
+        f"{s['start']} .. {s['end']} every {s['step_hours']:g} h:\n"
+        f"  Sun visible (mean disk fraction) {100 * s['illumination_fraction']:.1f} %, longest night {s['longest_night_h']:.0f} h "
+        f"(resolution {s['step_hours']:g} h), permanently shadowed: {s['psr']}\n"
+        f"  Earth visible {100 * s['earth_visibility_fraction']:.1f} %, Sun and Earth {100 * s['sun_earth_fraction']:.1f} %"
+    )
+    for k, p in files.items():
+        typer.echo(f"Wrote {k}: {p}")
+# --- end command: sun ---
+
+
 def main():  # pragma: no cover
     app(prog_name="lunarmap")
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+

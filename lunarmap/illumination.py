@@ -175,6 +175,9 @@ _KERNEL = None
 
 # Abramowitz & Stegun (1964) 4.4.47: atan(x) = x * P(x^2) on 0 <= x <= 1, |error| <= 1e-5 rad
 # (0.0006°, far below a 1° horizon bin).
+# fast-math without 'nnan'/'ninf': NaN (nodata) tests must survive compilation
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
 _ATAN_COEFFS = (0.9998660, -0.3302995, 0.1801410, -0.0851330, 0.0208351)
 
 
@@ -187,7 +190,7 @@ def _get_kernel():
 
     c0, c1, c2, c3, c4 = _ATAN_COEFFS
 
-    @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+    @numba.njit(cache=True, fastmath=_FASTMATH, nogil=True, inline="always", error_model="numpy")
     def grid_azimuth_pos(a, b, inv_daz):  # pragma: no cover - jitted
         """Position in azimuth bins of direction with (grid-east, grid-north) components (a, b)."""
         aa = abs(a)
@@ -209,9 +212,9 @@ def _get_kernel():
         p = ang * (180.0 / math.pi) * inv_daz
         return p
 
-    @numba.njit(cache=True, fastmath=True, nogil=True)
-    def kernel(hor, up, gx, gy, rpos, sun, sun_r, earth_dir, earth_inv_dist, step_h, out):  # pragma: no cover
-        """hor (A,Y,X) deg; up/gx/gy (Y,X,3) unit vectors; rpos (Y,X) observer radius (m);
+    @numba.njit(cache=True, fastmath=_FASTMATH, nogil=True, error_model="numpy")
+    def kernel(hor, nodata, up, gx, gy, rpos, sun, sun_r, earth_dir, earth_inv_dist, step_h, out):  # pragma: no cover
+        """hor (A,Y,X) deg; nodata (Y,X) bool; up/gx/gy (Y,X,3) unit vectors; rpos (Y,X) observer radius (m);
         sun (T,3) unit; sun_r (T,) deg; earth_dir (T,3) unit; earth_inv_dist (T,) 1/m."""
         n_az, ny, nx = hor.shape
         nt = sun.shape[0]
@@ -228,14 +231,13 @@ def _get_kernel():
         for j in range(ny):
             for i in range(nx):
                 rp = rpos[j, i]
-                bad = not (rp == rp)
+                bad = bool(nodata[j, i])
                 hmin = 1e9
                 hmax = -1e9
                 for k in range(n_az):
-                    v = hor[k, j, i]
-                    if not (v == v):
-                        bad = True
+                    if bad:
                         break
+                    v = hor[k, j, i]
                     if v < hmin:
                         hmin = v
                     if v > hmax:
@@ -348,8 +350,11 @@ def _stats_block(hor, elev, *, x, y, crs, observer_height_m, eph, block_info=Non
     up, ge, gn, rpos = _local_frames(xx, yy, elev[0], crs, observer_height_m)
     out = np.empty((5,) + hor.shape[1:], dtype=np.float64)
     edist = np.linalg.norm(eph.earth_position_m, axis=1)
+    hor = np.ascontiguousarray(hor)
+    nodata = np.isnan(hor).any(axis=0) | ~np.isfinite(rpos)
     _get_kernel()[0](
-        np.ascontiguousarray(hor),
+        hor,
+        nodata,
         up,
         ge,
         gn,
@@ -647,3 +652,288 @@ def distance_to_psr(psr: xr.DataArray) -> xr.DataArray:
 )
 def _distance_to_psr_layer(ctx):
     return distance_to_psr(ctx.get("psr"))
+
+
+# ----------------------------------------------------------------------------- point timeline
+
+
+def _point_pixel(elevation: xr.DataArray, lat: float, lon: float):
+    """Row/col of the pixel containing (lat, lon); CoordinateError when off the raster or nodata."""
+    from .crs import check_moon_crs
+
+    crs = check_moon_crs(elevation.rio.crs, what="DEM")
+    if not (np.isfinite(lat) and np.isfinite(lon)) or abs(lat) > 90:
+        raise CoordinateError(f"Latitude must be within -90..90 deg and both finite, got lat={lat}, lon={lon}.")
+    x, y = lonlat_to_xy(lon, lat, crs)
+    xs, ys = elevation["x"].values, elevation["y"].values
+    dx = float(xs[1] - xs[0]) if len(xs) > 1 else float(elevation.attrs.get("gsd", 1.0))
+    dy = float(ys[1] - ys[0]) if len(ys) > 1 else -abs(dx)
+    gx, gy = abs(dx), abs(dy)
+    col = int(np.floor((float(x) - xs[0]) / dx + 0.5))
+    row = int(np.floor((float(y) - ys[0]) / dy + 0.5))
+    if not (0 <= row < len(ys) and 0 <= col < len(xs)):
+        x0, x1 = sorted((xs[0], xs[-1]))
+        y0, y1 = sorted((ys[0], ys[-1]))
+        raise CoordinateError(
+            f"({lat:.4f}, {lon:.4f}) is at x={float(x):.0f} m, y={float(y):.0f} m, outside the DEM "
+            f"(x {x0 - gx / 2:.0f}..{x1 + gx / 2:.0f}, y {y0 - gy / 2:.0f}..{y1 + gy / 2:.0f} m). Pick a point inside "
+            f"it or pass a DEM that covers it (--dem)."
+        )
+    z = float(elevation.isel(y=row, x=col).values)
+    if not np.isfinite(z):
+        raise CoordinateError(f"({lat:.4f}, {lon:.4f}) falls on a nodata pixel of the DEM (row {row}, col {col}).")
+    return row, col, z, crs
+
+
+def _point_horizon(elevation, row, col, *, far_field, observer_height_m, n_azimuths, max_distance_m=None):
+    """Horizon profile (n_azimuths,) deg at one DEM pixel (the whole DEM and far field as terrain)."""
+    from .horizon import horizon_numpy
+
+    z = np.asarray(elevation.values, dtype="float64")
+    xs, ys = elevation["x"].values, elevation["y"].values
+    gsd = float(abs(xs[1] - xs[0]))
+    kw = {}
+    if far_field is not None:
+        fx, fy = far_field["x"].values, far_field["y"].values
+        fg = float(abs(fx[1] - fx[0]))
+        kw = dict(
+            far_field=np.asarray(far_field.values, dtype="float64"),
+            far_gsd=fg,
+            far_offset_px=((fy[0] - ys[0]) / fg, (xs[0] - fx[0]) / fg),
+        )
+    h = horizon_numpy(
+        z, gsd, n_azimuths, observer_height_m=observer_height_m, max_distance_m=max_distance_m,
+        rows=(row, row + 1), cols=(col, col + 1), threads=1, **kw,
+    )
+    return np.asarray(h[:, 0, 0], dtype="float64")
+
+
+def _interp_profile(prof, az_deg):
+    n = len(prof)
+    p = np.mod(az_deg, 360.0) * n / 360.0
+    k0 = np.floor(p).astype(int) % n
+    w = p - np.floor(p)
+    return prof[k0] * (1 - w) + prof[(k0 + 1) % n] * w
+
+
+def sun_timeline(
+    elevation: xr.DataArray,
+    lat: float,
+    lon: float,
+    *,
+    start=None,
+    end=None,
+    step_hours: float | None = None,
+    far_field: xr.DataArray | None = None,
+    observer_height_m: float = DEFAULT_OBSERVER_HEIGHT_M,
+    n_azimuths: int = DEFAULT_N_AZIMUTHS,
+) -> pd.DataFrame:
+    """Sun and Earth elevation vs the local horizon at one coordinate, per epoch.
+
+    Parameters
+    ----------
+    elevation : xarray.DataArray
+        DEM (dims ``("y","x")``, m, projected Moon CRS, either pole).
+    lat, lon : float
+        Selenographic planetocentric degrees (east longitude, -180..180 or 0..360). The pixel
+        containing the point is used (its centre is the observer).
+    start, end, step_hours
+        Time window (:func:`lunarmap.ephemeris.time_grid`; default one 18.6-yr nodal cycle, 6 h).
+    far_field : xarray.DataArray, optional
+        Coarser regional DEM in the same CRS for distant horizons.
+    observer_height_m : float
+        Observer height above the ground (m), default 2 m (Gläser et al. 2014).
+    n_azimuths : int
+        Horizon azimuth bins (default 360).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``time`` (UTC). Columns: ``sun_elevation_deg``, ``sun_azimuth_deg`` (grid azimuth,
+        clockwise from grid north), ``sun_horizon_deg`` (horizon in the Sun's azimuth),
+        ``sun_visible_fraction`` (0..1 of the disk), ``earth_elevation_deg`` (topocentric),
+        ``earth_azimuth_deg``, ``earth_horizon_deg``, ``earth_visible`` (bool, centre above the
+        horizon). ``df.attrs["summary"]`` holds :func:`timeline_summary` plus the pixel's
+        lat/lon/x/y/elevation, and ``df.attrs["horizon_deg"]`` the horizon profile.
+
+    Raises
+    ------
+    CoordinateError
+        The point is off the raster or on nodata.
+    EphemerisError
+        Window outside 1900-2050.
+    """
+    row, col, z, crs = _point_pixel(elevation, float(lat), float(lon))
+    eph = _eph.ephemeris(start, end, step_hours)
+    prof = _point_horizon(elevation, row, col, far_field=far_field, observer_height_m=observer_height_m,
+                          n_azimuths=n_azimuths)
+    xc = float(elevation["x"].values[col])
+    yc = float(elevation["y"].values[row])
+    up, ge, gn, rp = _local_frames(np.array([xc]), np.array([yc]), np.array([z]), crs, observer_height_m)
+    up, ge, gn, rp = up[0], ge[0], gn[0], float(rp[0])
+    s = eph.sun_direction
+    sun_el = np.degrees(np.arcsin(np.clip(s @ up, -1, 1)))
+    sun_az = np.mod(np.degrees(np.arctan2(s @ ge, s @ gn)), 360.0)
+    sun_h = _interp_profile(prof, sun_az)
+    frac = solar_disk_visible_fraction(sun_el, sun_h, eph.sun_radius_deg)
+    d = eph.earth_position_m - rp * up[None, :]
+    dn = np.linalg.norm(d, axis=1)
+    earth_el = np.degrees(np.arcsin(np.clip((d @ up) / dn, -1, 1)))
+    earth_az = np.mod(np.degrees(np.arctan2(d @ ge, d @ gn)), 360.0)
+    earth_h = _interp_profile(prof, earth_az)
+    df = pd.DataFrame(
+        {
+            "sun_elevation_deg": sun_el,
+            "sun_azimuth_deg": sun_az,
+            "sun_horizon_deg": sun_h,
+            "sun_visible_fraction": frac,
+            "earth_elevation_deg": earth_el,
+            "earth_azimuth_deg": earth_az,
+            "earth_horizon_deg": earth_h,
+            "earth_visible": earth_el > earth_h,
+        },
+        index=pd.Index(eph.times, name="time"),
+    )
+    plon, plat = xy_to_lonlat(xc, yc, crs)
+    summary = timeline_summary(df, step_hours=eph.step_hours)
+    summary.update(
+        {
+            "lat": float(plat),
+            "lon": float(plon),
+            "x_m": xc,
+            "y_m": yc,
+            "elevation_m": z,
+            "observer_height_m": float(observer_height_m),
+            "start": eph.times[0].isoformat(),
+            "end": (eph.times[-1] + pd.Timedelta(hours=eph.step_hours)).isoformat(),
+            "step_hours": eph.step_hours,
+        }
+    )
+    df.attrs["summary"] = summary
+    df.attrs["horizon_deg"] = prof.tolist()
+    return df
+
+
+def timeline_summary(df: pd.DataFrame, *, step_hours: float) -> dict:
+    """Time statistics of a :func:`sun_timeline` frame (same definitions as the layers).
+
+    Returns ``illumination_fraction``, ``longest_night_h`` (resolution ``step_hours``),
+    ``psr`` (never any part of the disk), ``earth_visibility_fraction``, ``sun_earth_fraction``.
+    """
+    lit = df["sun_visible_fraction"].to_numpy() > 0
+    dark = ~lit
+    best = run = 0
+    for v in dark:
+        run = run + 1 if v else 0
+        best = max(best, run)
+    ev = df["earth_visible"].to_numpy()
+    return {
+        "illumination_fraction": float(df["sun_visible_fraction"].mean()),
+        "longest_night_h": float(best * step_hours),
+        "psr": bool(not lit.any()),
+        "earth_visibility_fraction": float(ev.mean()),
+        "sun_earth_fraction": float((ev & lit).mean()),
+    }
+
+
+def plot_sun_timeline(df: pd.DataFrame, path) -> "os.PathLike":
+    """Plot a :func:`sun_timeline` frame to a PNG (matplotlib Agg), written atomically.
+
+    Top: Sun elevation and the horizon in its azimuth, lit epochs shaded. Bottom: Earth
+    (topocentric) elevation and its horizon, Earth-visible epochs shaded.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_path
+
+    t = df.index
+    fig, axes = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
+    ax = axes[0]
+    ax.plot(t, df["sun_elevation_deg"], lw=0.6, color="#d98c00", label="Sun elevation")
+    ax.plot(t, df["sun_horizon_deg"], lw=0.6, color="k", label="horizon in the Sun's azimuth")
+    lit = df["sun_visible_fraction"].to_numpy() > 0
+    lo, hi = ax.get_ylim()
+    ax.fill_between(t, lo, hi, where=lit, color="#ffd54f", alpha=0.35, lw=0, step="mid", label="Sun (partly) visible")
+    ax.set_ylim(lo, hi)
+    ax.set_ylabel("deg")
+    s = df.attrs.get("summary", {})
+    title = "Sun"
+    if s:
+        title = (
+            f"{s.get('lat', float('nan')):.3f}°, {s.get('lon', float('nan')):.3f}°E, h_obs {s.get('observer_height_m', 0):g} m — "
+            f"Sun {100 * s['illumination_fraction']:.1f} %, longest night {s['longest_night_h']:.0f} h, "
+            f"Earth {100 * s['earth_visibility_fraction']:.1f} %"
+        )
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    ax = axes[1]
+    ax.plot(t, df["earth_elevation_deg"], lw=0.6, color="#1565c0", label="Earth elevation (topocentric)")
+    ax.plot(t, df["earth_horizon_deg"], lw=0.6, color="k", label="horizon in the Earth's azimuth")
+    lo, hi = ax.get_ylim()
+    ax.fill_between(t, lo, hi, where=df["earth_visible"].to_numpy(), color="#90caf9", alpha=0.35, lw=0, step="mid",
+                    label="Earth visible")
+    ax.set_ylim(lo, hi)
+    ax.set_ylabel("deg")
+    ax.set_xlabel("UTC")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    from pathlib import Path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def run_sun_timeline(
+    lat: float,
+    lon: float,
+    *,
+    dem=None,
+    far_field=None,
+    start=None,
+    end=None,
+    step_hours: float | None = None,
+    observer_height_m: float = DEFAULT_OBSERVER_HEIGHT_M,
+    out=None,
+) -> tuple[pd.DataFrame, dict]:
+    """CLI back end of ``lunarmap sun``: timeline at a coordinate, written as CSV + PNG + JSON.
+
+    ``dem`` defaults to the embedded 480 m LOLA south-pole DEM
+    (``tiles/lola_ldem80s_480m_south_pole_250km.tif``) with the 1600 m polar DEM as far field
+    (used when ``far_field`` is None and ``dem`` is None). Files written into ``out`` (a folder):
+    ``sun_timeline.csv``, ``sun_timeline.png``, ``sun_summary.json``. Returns the frame and a dict
+    of written paths.
+    """
+    import json
+    from pathlib import Path
+
+    from .io import atomic_path, open_dem
+
+    if dem is None:
+        from .sites import tiles_dir
+
+        tiles = tiles_dir()
+        dem = tiles / "lola_ldem80s_480m_south_pole_250km.tif"
+        if far_field is None:
+            far_field = tiles / "lola_ldem256_south_polarstereo_1600m.tif"
+    elev = open_dem(dem, chunks=None)
+    ff = open_dem(far_field, chunks=None) if far_field is not None and not isinstance(far_field, xr.DataArray) else far_field
+    df = sun_timeline(elev, lat, lon, start=start, end=end, step_hours=step_hours, far_field=ff,
+                      observer_height_m=observer_height_m)
+    files = {}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "sun_timeline.csv") as tmp:
+            df.to_csv(tmp, float_format="%.5f")
+        files["csv"] = out / "sun_timeline.csv"
+        files["png"] = plot_sun_timeline(df, out / "sun_timeline.png")
+        with atomic_path(out / "sun_summary.json") as tmp:
+            Path(tmp).write_text(json.dumps({**df.attrs["summary"], "dem": str(dem), "far_field": str(far_field)}, indent=2))
+        files["json"] = out / "sun_summary.json"
+    return df, files
