@@ -686,26 +686,22 @@ def _point_pixel(elevation: xr.DataArray, lat: float, lon: float):
 
 
 def _point_horizon(elevation, row, col, *, far_field, observer_height_m, n_azimuths, max_distance_m=None):
-    """Horizon profile (n_azimuths,) deg at one DEM pixel (the whole DEM and far field as terrain)."""
-    from .horizon import horizon_numpy
+    """Horizon profile (n_azimuths,) deg at one DEM pixel (the whole DEM and far field as terrain).
 
-    z = np.asarray(elevation.values, dtype="float64")
-    xs, ys = elevation["x"].values, elevation["y"].values
-    gsd = float(abs(xs[1] - xs[0]))
-    kw = {}
-    if far_field is not None:
-        fx, fy = far_field["x"].values, far_field["y"].values
-        fg = float(abs(fx[1] - fx[0]))
-        kw = dict(
-            far_field=np.asarray(far_field.values, dtype="float64"),
-            far_gsd=fg,
-            far_offset_px=((fy[0] - ys[0]) / fg, (xs[0] - fx[0]) / fg),
-        )
-    h = horizon_numpy(
-        z, gsd, n_azimuths, observer_height_m=observer_height_m, max_distance_m=max_distance_m,
-        rows=(row, row + 1), cols=(col, col + 1), threads=1, **kw,
-    )
-    return np.asarray(h[:, 0, 0], dtype="float64")
+    Uses the public lazy :func:`lunarmap.horizon.horizon_map` on a copy of the DEM chunked so
+    that the pixel is a chunk of its own; Dask then ray-traces that single chunk only.
+    """
+    from .horizon import horizon_map
+
+    ny, nx = elevation.shape
+
+    def _split(i, n):
+        return tuple(c for c in (i, 1, n - i - 1) if c > 0)
+
+    z = elevation.chunk({"y": _split(row, ny), "x": _split(col, nx)})
+    kw = {} if max_distance_m is None else {"max_distance_m": max_distance_m}
+    h = horizon_map(z, n_azimuths=n_azimuths, far_field=far_field, observer_height_m=observer_height_m, **kw)
+    return np.asarray(h[:, row, col].compute(scheduler="synchronous"), dtype="float64")
 
 
 def _interp_profile(prof, az_deg):
