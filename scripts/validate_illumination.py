@@ -12,7 +12,8 @@
    (40 m zoom tile, 200 m tile, 480 m DEM) with far fields stitched from the coarser DEMs.
 3. Timing of the three default illumination layers on the 200 m Shackleton DEM with far field.
 
-Writes ``docs/illumination_validation.json`` (all numbers) and prints a Markdown table.
+Writes ``docs/illumination_validation.json`` (all numbers) and prints the Markdown tables of
+``docs/illumination.md`` (``--markdown FILE.json`` reprints them from a saved report).
 Run (1 thread, ~10-15 min on an idle core)::
 
     NUMBA_NUM_THREADS=1 PYTHONPATH=$PWD python scripts/validate_illumination.py
@@ -137,6 +138,12 @@ def psr_validation(ds, dem, report):
         rows.append({"area_km2": lab, "n": int(len(c)), "centroid_in_psr_pct": round(100 * c.hit.mean(), 1) if len(c) else None,
                      "within_1px_pct": round(100 * c.hit1.mean(), 1) if len(c) else None,
                      "catalogue_area_km2": round(float(c.area.sum()), 1)})
+    # control: the same test at random points of the DEM (how often would chance "find" a PSR?)
+    rng = np.random.default_rng(0)
+    rr_, cc_ = rng.integers(0, psr.shape[0], 20000), rng.integers(0, psr.shape[1], 20000)
+    ok = valid[rr_, cc_]
+    report["psr_control_random_points"] = {"n": int(ok.sum()), "in_psr_pct": round(100 * float(psr[rr_, cc_][ok].mean()), 1),
+                                           "within_1px_pct": round(100 * float(near[rr_, cc_][ok].mean()), 1)}
     c = cat[cat.valid]
     rows.append({"area_km2": "all", "n": int(len(c)), "centroid_in_psr_pct": round(100 * c.hit.mean(), 1),
                  "within_1px_pct": round(100 * c.hit1.mean(), 1), "catalogue_area_km2": round(float(c.area.sum()), 1)})
@@ -179,11 +186,52 @@ def point_value(ds, lat, lon, var="illumination_fraction", radius_m=0.0):
     return out
 
 
+def markdown(r: dict) -> str:
+    """The Markdown tables of docs/illumination.md from a report dict."""
+    L = ["| catalogue PSR area class (km²) | n in DEM | centroid on computed PSR | within 1 px | catalogued area (km²) |",
+         "|---|---:|---:|---:|---:|"]
+    for c in r["psr_by_class"]:
+        L.append(f"| {c['area_km2']} | {c['n']} | {c['centroid_in_psr_pct']} % | {c['within_1px_pct']} % | {c['catalogue_area_km2']:,} |")
+    if "psr_control_random_points" in r:
+        c = r["psr_control_random_points"]
+        L.append(f"| control: {c['n']:,} random DEM points | | {c['in_psr_pct']} % | {c['within_1px_pct']} % | |")
+    a = r["psr_area"]
+    L += ["", "| PSR area | computed (480 m, surface) | LOLA PSR catalogue (sum of PSRs ≥ 1 km² by centroid) |",
+          "|---|---:|---:|",
+          f"| DEM square (±124.8 km) | {a['computed_km2_dem_square']:,} km² | {a['catalogue_km2_centroids_in_square']:,} km² |",
+          f"| inscribed disk (poleward of {abs(a['disk_edge_lat_deg'])}°S) | {a['computed_km2_disk']:,} km² | {a['catalogue_km2_centroids_in_disk']:,} km² |",
+          f"| poleward of 80°S (not covered by the DEM) | — | {a['catalogue_km2_poleward_80S']:,} km² (Mazarico et al. 2011: {a['mazarico2011_km2_poleward_80S']:,.0f} km²) |"]
+    rr = r["ridge_rim_2m"]
+    L += ["", "| site (2 m above ground unless noted) | DEM (near / far field) | lunarmap | published |", "|---|---|---:|---|"]
+    L.append(f"| connecting-ridge massif 89.45°S 137.3°W, best pixel ≤ 3 km | 480 m / 1600 m | "
+             f"{100 * rr['ridge_massif_480m']['max_within_3000m']:.1f} % | Gläser et al. 2014: 92.27 % (20 m DTM, 2 m, 19 yr) |")
+    L.append(f"| same | 200 m / 480+1600 m | {100 * rr['ridge_massif_200m']['max_within_3000m']:.1f} % | Gläser et al. 2018: 88.0 % (20 m, 2 m, 2017-2037) |")
+    L.append(f"| same, far field 480 m only (no terrain beyond 85.9°S) | 200 m / 480 m | {100 * rr['ridge_massif_200m_far480_only']['max_within_3000m']:.1f} % | |")
+    for k, lab in (("40m", "40 m / 200+480 m"), ("200m", "200 m / 480+1600 m"), ("480m", "480 m / 1600 m")):
+        z = rr[f"zoom_footprint_{k}"]
+        L.append(f"| 40 m zoom-tile footprint (89.39-89.82°S): max / p99 / mean | {lab} | "
+                 f"{100 * z['max']:.1f} / {100 * z['p99']:.1f} / {100 * z['mean']:.1f} % | |")
+    b = r["shackleton_rim_480m_surface"]["bussey2010_88.74S_124.5E"]
+    L.append(f"| Shackleton rim 88.74°S 124.5°E, surface: pixel / best ≤ 2 km | 480 m / 1600 m | "
+             f"{100 * b['at_point']:.1f} / {100 * b['max_within_2000m']:.1f} % | Bussey et al. 2010: 86 % (Kaguya DTM, year 2020) |")
+    bp = rr["bussey_point_480m_2m"]
+    L.append(f"| same pixel, 2 m | 480 m / 1600 m | {100 * bp['illumination_fraction']:.1f} % (longest night {bp['longest_night_h']:.0f} h) | |")
+    L += ["", "| step | wall (s) | CPU (s) |", "|---|---:|---:|"]
+    for k, v in r["timings"].items():
+        L.append(f"| {k} | {v['wall_s']} | {v['cpu_s']} |")
+    return "\n".join(L)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="24 h step, 180 azimuths (smoke test)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "illumination_validation.json"))
+    ap.add_argument("--save-nc", default=None, help="also save the 480 m statistics (NetCDF) here")
+    ap.add_argument("--markdown", default=None, help="only print the tables of a saved report JSON")
     a = ap.parse_args(argv)
+    if a.markdown:
+        print(markdown(json.loads(Path(a.markdown).read_text())))
+        return None
     n_az = 180 if a.quick else 360
     window = {"step_hours": 24.0} if a.quick else {}
     T = Timer()
@@ -202,6 +250,8 @@ def main(argv=None):
     with T("480m_statistics"):
         ds480 = I.illumination_statistics(hor, d480, observer_height_m=0.0, **window).compute(scheduler="synchronous")
     del hor
+    if a.save_nc:
+        ds480.drop_vars("spatial_ref", errors="ignore").to_netcdf(a.save_nc)
     psr_validation(ds480, d480, report)
     report["shackleton_rim_480m_surface"] = {
         "bussey2010_88.74S_124.5E": point_value(ds480, -88.74, 124.5, radius_m=2000.0),
@@ -262,7 +312,7 @@ def main(argv=None):
     report["load_avg_at_end"] = os.getloadavg()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(report, indent=2, default=float))
-    print(json.dumps(report, indent=2, default=float))
+    print(markdown(report))
     return report
 
 
