@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lunarmap import illumination as I  # noqa: E402
-from lunarmap.crs import MOON_RADIUS_M, lonlat_to_xy, xy_to_lonlat  # noqa: E402
+from lunarmap.crs import lonlat_to_xy, xy_to_lonlat  # noqa: E402
 from lunarmap.horizon import horizon_map  # noqa: E402
 from lunarmap.io import open_dem  # noqa: E402
 
