@@ -186,6 +186,33 @@ def point_value(ds, lat, lon, var="illumination_fraction", radius_m=0.0):
     return out
 
 
+def figure(ds: xr.Dataset, path) -> None:
+    """docs/illumination_480m.png: illumination fraction, computed PSR outline, catalogue centroids."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cat = pd.read_csv(TILES / "lola_psr_catalog_south_75S_ge1km2.csv")
+    x, y = lonlat_to_xy(cat.longitude.values, cat.latitude.values, "IAU_2015:30135")
+    m = (np.abs(x) < float(ds.x.max())) & (np.abs(y) < float(ds.y.max()))
+    g = float(abs(ds.x[1] - ds.x[0])) / 2e3
+    fig, ax = plt.subplots(figsize=(7, 6.2))
+    ext = [float(ds.x.min()) / 1e3 - g, float(ds.x.max()) / 1e3 + g, float(ds.y.min()) / 1e3 - g, float(ds.y.max()) / 1e3 + g]
+    im = ax.imshow(ds.illumination_fraction.values, extent=ext, cmap="inferno", vmin=0, vmax=1)
+    ax.contour(ds.x / 1e3, ds.y / 1e3, ds.psr.values.astype(float), levels=[0.5], colors="cyan", linewidths=0.4)
+    ax.scatter(x[m] / 1e3, y[m] / 1e3, s=3, c="lime", label="LOLA PSR catalogue centroids (>=1 km²)")
+    ax.set_xlabel("x (km, IAU_2015:30135)")
+    ax.set_ylabel("y (km)")
+    ax.set_title("lunarmap: illumination fraction (surface), 480 m LOLA DEM + 1600 m far field,\n"
+                 "2025-2043 (6 h); cyan = computed PSR boundary", fontsize=9)
+    ax.legend(loc="lower left", fontsize=7)
+    plt.colorbar(im, ax=ax, label="time-mean visible solar disk fraction")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def markdown(r: dict) -> str:
     """The Markdown tables of docs/illumination.md from a report dict."""
     L = ["| catalogue PSR area class (km²) | n in DEM | centroid on computed PSR | within 1 px | catalogued area (km²) |",
@@ -227,8 +254,13 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="24 h step, 180 azimuths (smoke test)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "illumination_validation.json"))
     ap.add_argument("--save-nc", default=None, help="also save the 480 m statistics (NetCDF) here")
+    ap.add_argument("--figure", default=None, help="write the 480 m map figure (PNG) here")
+    ap.add_argument("--figure-from", default=None, help="only draw --figure from a --save-nc NetCDF")
     ap.add_argument("--markdown", default=None, help="only print the tables of a saved report JSON")
     a = ap.parse_args(argv)
+    if a.figure_from:
+        figure(xr.open_dataset(a.figure_from), a.figure or str(ROOT / "docs" / "illumination_480m.png"))
+        return None
     if a.markdown:
         print(markdown(json.loads(Path(a.markdown).read_text())))
         return None
@@ -252,6 +284,8 @@ def main(argv=None):
     del hor
     if a.save_nc:
         ds480.drop_vars("spatial_ref", errors="ignore").to_netcdf(a.save_nc)
+    if a.figure:
+        figure(ds480, a.figure)
     psr_validation(ds480, d480, report)
     report["shackleton_rim_480m_surface"] = {
         "bussey2010_88.74S_124.5E": point_value(ds480, -88.74, 124.5, radius_m=2000.0),
