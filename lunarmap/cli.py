@@ -42,7 +42,7 @@ SchedOpt = typer.Option(None, "--scheduler", help="Dask scheduler: threads (defa
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, soft_wrap=True)
 
 
 def handle_errors(func):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from .layers import LAYERS, load_providers
@@ -168,7 +169,7 @@ def site_features(
 
 def rasterio_window_transform(transform, row_off: int, col_off: int):
     """Affine transform of a window starting at (row_off, col_off)."""
-    return transform * transform.translation(col_off, row_off)
+    return transform @ transform.translation(col_off, row_off)
 
 
 __all__ = ["BufferedStat", "feature_columns", "site_features", "LAYERS"]

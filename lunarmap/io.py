@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from .crs import check_moon_crs, standard_polar_crs
@@ -198,6 +199,11 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp creates 0600 files; give outputs the usual permissions (0666 minus umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        if os.path.exists(tmp):
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -224,8 +230,9 @@ def write_cog(
     Parameters
     ----------
     da : xarray.DataArray
-        dims ``("y", "x")`` with a Moon CRS (``da.rio.crs``); attrs ``units`` and ``long_name``
-        become the band unit and band description.
+        dims ``("y", "x")``, or ``(dim, "y", "x")`` (e.g. ``horizon`` by ``azimuth``: one band
+        per coordinate value, described as ``"<long_name>, azimuth=12"``), with a Moon CRS
+        (``da.rio.crs``); attrs ``units`` and ``long_name`` become band units and descriptions.
     path : path-like
         Destination ``.tif``.
 
@@ -247,25 +254,33 @@ def write_cog(
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: choose another --out) to replace it.")
-    if da.ndim != 2:
-        raise ValueError(f"write_cog writes 2-D (y, x) layers; {da.name!r} has dims {da.dims}")
+    if da.ndim not in (2, 3) or da.dims[-2:] != ("y", "x"):
+        raise ValueError(f"write_cog writes (y, x) or (band, y, x) layers; {da.name!r} has dims {da.dims}")
     check_moon_crs(da.rio.crs, what=f"layer {da.name!r}")
     units = str(da.attrs.get("units", ""))
     long_name = str(da.attrs.get("long_name", da.name or ""))
-    out = da
+    out = da.copy()
+    out.attrs = {"long_name": long_name, "units": units, "layer": str(da.name)}
+    out.encoding = {}
     if out.dtype == bool:
-        out = out.astype("uint8").rio.write_nodata(255, encoded=False)
+        out = out.astype("uint8")
+        out.attrs = {"long_name": long_name, "units": units, "layer": str(da.name)}
+        out = out.rio.write_nodata(255, encoded=False)
     elif np.issubdtype(out.dtype, np.floating):
         out = out.rio.write_nodata(np.nan, encoded=False)
     out = out.rio.write_crs(da.rio.crs)
-    out.attrs = {"long_name": long_name, "units": units, "layer": str(da.name)}
     with atomic_path(path) as final_tmp:
         gtiff = final_tmp.with_name(final_tmp.name + ".gtiff")
         try:
             out.rio.to_raster(gtiff, driver="GTiff", tiled=True, compress=compress, lock=True)
             with rasterio.open(gtiff, "r+") as ds:
-                ds.set_band_description(1, long_name)
-                ds.units = (units,)
+                if da.ndim == 2:
+                    ds.set_band_description(1, long_name)
+                else:  # e.g. horizon (azimuth, y, x): one band per coordinate value
+                    dim = da.dims[0]
+                    for i, v in enumerate(np.asarray(da[dim].values)):
+                        ds.set_band_description(i + 1, f"{long_name}, {dim}={v:g}")
+                ds.units = (units,) * ds.count
             rasterio.shutil.copy(gtiff, final_tmp, driver="COG", compress=compress, overviews="AUTO")
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -26,6 +26,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from .errors import LunarmapError

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -291,15 +292,17 @@ def write_ranking(table, out: Path, *, crs) -> dict[str, Path]:
         g.to_file(tmp, driver="GPKG", layer="ranking")
     files["gpkg"] = out / "ranking.gpkg"
     gll = g.to_crs(MOON_GEOGRAPHIC)
-    with atomic_path(out / "ranking.geojson") as tmp:
+    with atomic_path(out / "ranking.geojson") as tmp, warnings.catch_warnings():
+        # GeoJSON cannot name a Moon CRS (RFC 7946 is WGS84-only); the docs say it is IAU_2015:30100
+        warnings.filterwarnings("ignore", message=".*not representable in URN OGC format.*")
         tmp.write_text(gll.to_json(drop_id=True, na="null"))
     files["geojson"] = out / "ranking.geojson"
     return files
 
 
 def write_layers_dir(ds: xr.Dataset, out: Path, *, names=None, quiet: bool = False) -> dict[str, Path]:
-    """Write each 2-D layer of ``ds`` as ``out/NAME.tif`` (COG)."""
-    names = [n for n in (names or list(ds.data_vars)) if ds[n].dims == ("y", "x")]
+    """Write each layer of ``ds`` as ``out/NAME.tif`` (COG; 3-D layers such as ``horizon`` as multi-band)."""
+    names = [n for n in (names or list(ds.data_vars)) if ds[n].dims[-2:] == ("y", "x") and ds[n].ndim in (2, 3)]
     files = {}
     it = names
     if not quiet:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 
 from .crs import MOON_GEOGRAPHIC, check_moon_crs, lonlat_to_xy, wrap_longitude, xy_to_lonlat
 from .errors import InputFileError, SitesError
@@ -214,7 +215,7 @@ def build_footprints(
         radius = float(s["radius_m"]) if "radius_m" in s and pd.notna(s.get("radius_m")) else pad_radius_m
         if geom.geom_type in ("Point", "MultiPoint"):
             pt = geom if geom.geom_type == "Point" else geom.centroid
-            fp = pt.buffer(radius, resolution=16)
+            fp = pt.buffer(radius, quad_segs=16)
             status = STATUS_OK if dem_poly.contains(fp) else (STATUS_OUTSIDE if not dem_poly.intersects(fp) else STATUS_PARTIAL)
             rows.append({**base, "site_id": s["site_id"], "name": s["name"], "kind": "pad", "region": "",
                          "radius_m": radius, "status": status, "geometry": fp})
@@ -251,7 +252,7 @@ def build_footprints(
             n += 1
             rows.append({**base, "site_id": f"{s['site_id']}-{n:04d}", "name": f"{s['name']} #{n}", "kind": "pad",
                          "region": s["name"], "radius_m": radius, "status": STATUS_OK,
-                         "geometry": Point(x, y).buffer(radius, resolution=16)})
+                         "geometry": Point(x, y).buffer(radius, quad_segs=16)})
         if n == 0:
             rows.append({**base, "site_id": s["site_id"], "name": s["name"], "kind": "region", "region": s["name"],
                          "radius_m": np.nan, "status": "no pad fits inside the DEM part of the region",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from .crs import MOON_RADIUS_M, as_crs, polar_hemisphere
@@ -86,9 +87,18 @@ def _ground_spacing(elevation: xr.DataArray):
 
 
 def _overlap(func, elevation: xr.DataArray, depth: int, *extra: xr.DataArray, dtype="float32") -> xr.DataArray:
-    """Apply ``func(z, *extra)`` (numpy blocks) with a halo of ``depth`` px; NaN outside the raster."""
+    """Apply ``func(z, *extra)`` (numpy blocks) with a halo of ``depth`` px; NaN outside the raster.
+
+    Pixels that are nodata in the DEM are nodata in the output (Horn's stencil skips the centre).
+    """
+
+    def masked(z, *rest):
+        out = func(z, *rest)
+        out[~np.isfinite(z)] = np.nan
+        return out
+
     if elevation.chunks is None:
-        out = func(np.asarray(elevation.values, dtype="float64"), *[np.asarray(e.values) for e in extra])
+        out = masked(np.asarray(elevation.values, dtype="float64"), *[np.asarray(e.values) for e in extra])
         return xr.DataArray(out.astype(dtype), dims=("y", "x"), coords=elevation.coords)
     import dask.array as dsa
 
@@ -100,7 +110,7 @@ def _overlap(func, elevation: xr.DataArray, depth: int, *extra: xr.DataArray, dt
         )
     arrays = [elevation.data.astype("float64")] + [e.data for e in extra]
     out = dsa.map_overlap(
-        lambda *blocks: func(*blocks).astype(dtype),
+        lambda *blocks: masked(*blocks).astype(dtype),
         *arrays,
         depth=depth,
         boundary=np.nan,
