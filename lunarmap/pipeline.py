@@ -428,8 +428,8 @@ def load_layers_dir(layers_dir: Path, elevation) -> xr.Dataset:
     out = {"elevation": elevation.compute()}
     for p in sorted(Path(layers_dir).glob("*.tif")):
         name = p.stem
-        if name == "elevation" or name not in specs:
-            continue
+        if name == "elevation" or name not in specs or not (specs[name].stats or specs[name].fractions):
+            continue  # not a site feature (e.g. the multi-band ``horizon``)
         da = rioxarray.open_rasterio(p, masked=True).squeeze("band", drop=True)
         da = da.assign_coords(x=elevation.x, y=elevation.y) if da.shape == elevation.shape else da.rio.reproject_match(elevation)
         out[name] = da.astype("float32").compute()
