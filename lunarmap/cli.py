@@ -64,21 +64,32 @@ def handle_errors(func):
     return wrapper
 
 
+def _short(failed: str) -> str:
+    """Short constraint names for the terminal table."""
+    return failed.replace("earth_visibility", "earth").replace("illumination", "sun").replace("nan", "")
+
+
 def _split(names: Optional[str]) -> Optional[list[str]]:
     if not names:
         return None
     return [n.strip() for n in names.split(",") if n.strip()]
 
 
-def _layer_options(far_field: Optional[Path], observer_height: Optional[float]) -> dict:
-    opts: dict = {}
-    if far_field is not None:
-        from .io import open_dem
-
-        opts["far_field"] = open_dem(far_field)
-    if observer_height is not None:
-        opts["observer_height_m"] = observer_height
+def _layer_options(far_field: str, observer_height: Optional[float], start: Optional[str] = None,
+                   end: Optional[str] = None, step: Optional[float] = None, n_azimuths: Optional[int] = None) -> dict:
+    opts: dict = {"far_field": far_field}
+    for key, val in (("observer_height_m", observer_height), ("start", start), ("end", end),
+                     ("step_hours", step), ("n_azimuths", n_azimuths)):
+        if val is not None:
+            opts[key] = val
     return opts
+
+
+FarFieldOpt = typer.Option("auto", "--far-field", help="Regional DEM for distant horizons: a path, 'auto' (embedded 480 m / 1600 m LOLA DEM that covers the DEM) or 'none'.")
+StartOpt = typer.Option(None, "--start", help="Illumination window start, UTC (default 2025-01-01: one 18.6-yr nodal cycle).")
+EndOpt = typer.Option(None, "--end", help="Illumination window end, UTC (default 2043-08-12).")
+StepOpt = typer.Option(None, "--step", help="Illumination time step in hours (default 6).")
+NazOpt = typer.Option(None, "--n-azimuths", help="Horizon azimuths (default 360).")
 
 
 @app.command()
@@ -90,8 +101,12 @@ def rank(
     grid: str = typer.Option("auto", "--grid", help="Fill polygon sites with landing pads every SPACING metres; 'auto' (about 300 pads) or 0 to rank polygons whole."),
     pad_radius: float = typer.Option(100.0, "--pad-radius", help="Landing pad radius (m)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layers to compute (default: all default layers; see `lunarmap list-layers`)."),
-    far_field: Optional[Path] = typer.Option(None, "--far-field", help="Coarser regional DEM for distant horizons (illumination layers)."),
-    observer_height: Optional[float] = typer.Option(None, "--observer-height", help="Observer height above ground (m) for horizon-based layers."),
+    far_field: str = FarFieldOpt,
+    observer_height: Optional[float] = typer.Option(None, "--observer-height", help="Observer height above ground (m) for horizon-based layers (default 2)."),
+    start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt,
+    step: Optional[float] = StepOpt,
+    n_azimuths: Optional[int] = NazOpt,
     slope_max: float = typer.Option(8.0, "--slope-max", help="Lander slope limit over the pad (deg; HLS 8)."),
     slope_clearance: float = typer.Option(100.0, "--slope-clearance", help="Required distance from steeper ground (m; HLS 100)."),
     sun_min: float = typer.Option(0.33, "--sun-min", help="Minimum illumination fraction (HLS 0.33)."),
@@ -122,7 +137,7 @@ def rank(
         layers=_split(layers),
         constraints=LanderConstraints(slope_max_deg=slope_max, slope_clearance_m=slope_clearance, illumination_min=sun_min, earth_visibility_min=earth_min),
         labels_column=labels_column,
-        layer_options=_layer_options(far_field, observer_height),
+        layer_options=_layer_options(far_field, observer_height, start, end, step, n_azimuths),
         scheduler=scheduler,
         write_map=not no_map,
         write_layers=not no_layers,
@@ -132,12 +147,12 @@ def rank(
     con = Console()
     ranked = res.table[res.table["rank"].notna()]
     t = Table(title=f"Top sites ({len(ranked)} ranked of {len(res.table)})")
-    for c in ("rank", "name", "score", "label", "feasible", "lat", "lon", "main factor"):
-        t.add_column(c, no_wrap=c in ("name", "main factor"))
+    for c in ("rank", "name", "score", "label", "fails", "lat, lon", "main SHAP factor"):
+        t.add_column(c, overflow="fold")
     for _, r in ranked.head(10).iterrows():
         main = str(r.get("top_factors", "")).split(";")[0]
-        t.add_row(str(r["rank"]), str(r["name"]), f"{r['score']:.3f}", str(r["label"]), "yes" if bool(r["feasible"]) else "no",
-                  f"{r['lat']:.3f}", f"{r['lon']:.2f}", main)
+        t.add_row(str(r["rank"]), str(r["name"]), f"{r['score']:.3f}", str(r["label"]), _short(str(r.get("failed_constraints", "") or "")) or "-",
+                  f"{r['lat']:.3f}, {r['lon']:.2f}", main)
     con.print(t)
     for n in res.notes:
         con.print(f"- {n}", highlight=False)
@@ -151,8 +166,12 @@ def layers(
     dem: Optional[Path] = DemOpt,
     layers: str = typer.Option("slope,aspect,roughness,hillshade", "--layers", help="Comma-separated layer names (see `lunarmap list-layers`)."),
     out: Path = typer.Option(Path("lunarmap_layers"), "--out", help="Output folder: one DIR/NAME.tif COG per layer."),
-    far_field: Optional[Path] = typer.Option(None, "--far-field", help="Coarser regional DEM for distant horizons."),
-    observer_height: Optional[float] = typer.Option(None, "--observer-height", help="Observer height above ground (m)."),
+    far_field: str = FarFieldOpt,
+    observer_height: Optional[float] = typer.Option(None, "--observer-height", help="Observer height above ground (m; default 2)."),
+    start: Optional[str] = StartOpt,
+    end: Optional[str] = EndOpt,
+    step: Optional[float] = StepOpt,
+    n_azimuths: Optional[int] = NazOpt,
     scheduler: Optional[str] = SchedOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -166,7 +185,7 @@ def layers(
     from .sites import default_dem_path
 
     names = _split(layers) or []
-    files = run_layers(dem or default_dem_path(), names, out, layer_options=_layer_options(far_field, observer_height), scheduler=scheduler, quiet=quiet)
+    files = run_layers(dem or default_dem_path(), names, out, layer_options=_layer_options(far_field, observer_height, start, end, step, n_azimuths), scheduler=scheduler, quiet=quiet)
     for k, p in files.items():
         Console().print(f"{k.split(':', 1)[-1]}: {p}")
 
@@ -251,6 +270,40 @@ def craters_cmd(
     for p in res["paths"].values():
         typer.echo(f"wrote {p}")
 
+# --- command: sun (from branch illumination) ---
+@app.command("sun")
+@handle_errors
+def sun(
+    lat: float = typer.Option(..., "--lat", help="Latitude (deg, planetocentric; south negative)."),
+    lon: float = typer.Option(..., "--lon", help="East longitude (deg, -180..180 or 0..360)."),
+    dem: Optional[Path] = typer.Option(None, "--dem", help="DEM in a projected Moon CRS. Default: embedded LOLA 480 m south-pole DEM with the 1600 m polar DEM as far field."),
+    far_field: Optional[Path] = typer.Option(None, "--far-field", help="Coarser regional DEM (same CRS) for distant horizons."),
+    start: Optional[str] = typer.Option(None, "--start", help="UTC start (default 2025-01-01: one 18.6-yr nodal cycle)."),
+    end: Optional[str] = typer.Option(None, "--end", help="UTC end, exclusive (default 2043-08-12)."),
+    step: Optional[float] = typer.Option(None, "--step", help="Time step in hours (default 6)."),
+    observer_height: float = typer.Option(2.0, "--observer-height", help="Observer height above ground (m); 2 m as in Glaser et al. 2014."),
+    out: Path = typer.Option(Path("sun_timeline"), "--out", help="Output folder (CSV, PNG, JSON)."),
+):
+    """Sun and Earth above the local horizon at one coordinate over time (CSV + PNG + summary).
+
+    Example: lunarmap sun --lat -89.45 --lon -137 --start 2025-01-01 --end 2026-01-01 --out ridge/
+    """
+    from .illumination import run_sun_timeline
+
+    df, files = run_sun_timeline(lat, lon, dem=dem, far_field=far_field, start=start, end=end, step_hours=step,
+                                 observer_height_m=observer_height, out=out)
+    s = df.attrs["summary"]
+    typer.echo(
+        f"Pixel {s['lat']:.4f}, {s['lon']:.4f}E (elevation {s['elevation_m']:.0f} m, observer +{s['observer_height_m']:g} m), "
+        f"{s['start']} .. {s['end']} every {s['step_hours']:g} h:\n"
+        f"  Sun visible (mean disk fraction) {100 * s['illumination_fraction']:.1f} %, longest night {s['longest_night_h']:.0f} h "
+        f"(resolution {s['step_hours']:g} h), permanently shadowed: {s['psr']}\n"
+        f"  Earth visible {100 * s['earth_visibility_fraction']:.1f} %, Sun and Earth {100 * s['sun_earth_fraction']:.1f} %"
+    )
+    for k, p in files.items():
+        typer.echo(f"Wrote {k}: {p}")
+# --- end command: sun ---
+
 
 def main():  # pragma: no cover
     app(prog_name="lunarmap")
@@ -258,3 +311,4 @@ def main():  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+

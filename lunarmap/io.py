@@ -331,3 +331,103 @@ def read_crater_catalogue(path_gpkg: str | os.PathLike):
     if not p.exists():
         raise InputFileError(f"Crater catalogue {p} does not exist.")
     return gpd.read_file(p, layer="craters")
+
+# --- illumination products I/O ---
+
+#: Scaling of NASA LOLA illumination products (PDS LRO-L-LOLA-4-GDR-V1.0, "extras/illumination";
+#: Mazarico et al. 2011): physical value = DN x scale + offset (the products' PDS labels).
+#: ``avgvisib``: GDRVIS average solar visibility (fraction of the solar disk, time mean over one
+#: 18.6-yr precession cycle); ``avgvisib_earth``: GDRVIS ``*_EARTH`` average Earth visibility
+#: (same scaling assumed — check the product's label); ``lpsr``: GDRPSR permanent shadow map,
+#: DN +20000 -> 1 (permanent shadow), -20000 -> 0.
+ILLUMINATION_PRODUCTS = {
+    "avgvisib": {"scale": 0.00004, "offset": 0.0, "layer": "illumination_fraction", "units": "1"},
+    "avgvisib_earth": {"scale": 0.00004, "offset": 0.0, "layer": "earth_visibility_fraction", "units": "1"},
+    "lpsr": {"scale": 0.000025, "offset": 0.5, "layer": "psr", "units": "1"},
+}
+#: Which product kind stands in for which lunarmap layer.
+PRODUCT_KIND_FOR_LAYER = {v["layer"]: k for k, v in ILLUMINATION_PRODUCTS.items()}
+
+
+def align_to_dem(da: xr.DataArray, like: xr.DataArray, *, kind: str = "avgvisib") -> xr.DataArray:
+    """Reproject/resample a product onto the DEM grid ``like`` (rioxarray ``reproject_match``).
+
+    Bilinear resampling for the continuous fractions and the LPSR value (then thresholded by the
+    ``psr`` layer); NaN outside the product's extent. Both rasters need a Moon CRS.
+    """
+    import rioxarray  # noqa: F401
+    from rasterio.enums import Resampling
+
+    check_moon_crs(da.rio.crs, what=f"{kind} product")
+    src = da.rio.write_nodata(np.nan, encoded=False) if da.dtype.kind == "f" else da
+    out = src.rio.reproject_match(like, resampling=Resampling.bilinear, nodata=np.nan)
+    return out.assign_coords(x=like["x"], y=like["y"])
+
+
+def open_illumination_product(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    like: xr.DataArray | None = None,
+    scaled: bool | None = None,
+) -> xr.DataArray:
+    """Read a NASA LOLA illumination product (GeoTIFF, or PDS .IMG+.LBL) as a lunarmap layer.
+
+    Parameters
+    ----------
+    path : path-like
+        ``AVGVISIB_*`` (GDRVIS), ``AVGVISIB_*_EARTH`` or ``LPSR_*`` (GDRPSR) raster, polar
+        stereographic Moon CRS.
+    kind : {"avgvisib", "avgvisib_earth", "lpsr"}
+        Product type; selects the scaling in :data:`ILLUMINATION_PRODUCTS`.
+    like : xarray.DataArray, optional
+        DEM to align onto (:func:`align_to_dem`); default: the product's own grid.
+    scaled : bool, optional
+        Whether the stored values are already physical. Default: integer rasters without a
+        scale/offset tag get ``DN x scale + offset``; float rasters or rasters whose file carries
+        a scale/offset (applied by GDAL/rioxarray) are taken as physical.
+
+    Returns
+    -------
+    xarray.DataArray, float32, dims ``("y","x")``
+        ``avgvisib*``: fraction 0..1 (name ``illumination_fraction`` /
+        ``earth_visibility_fraction``); ``lpsr``: LPSR value 0..1 (name ``psr``; 1 = permanent
+        shadow — the ``psr`` layer thresholds it at 0.5). attrs ``units``, ``source``, ``product``.
+
+    Raises
+    ------
+    InputFileError
+        Missing/unreadable file, multi-band raster, unknown ``kind``.
+    CRSError
+        Missing or non-Moon CRS.
+    """
+    import rasterio
+    import rioxarray
+
+    if kind not in ILLUMINATION_PRODUCTS:
+        raise InputFileError(f"Unknown illumination product kind {kind!r}; use one of {sorted(ILLUMINATION_PRODUCTS)}.")
+    spec = ILLUMINATION_PRODUCTS[kind]
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"Illumination product {p} does not exist. Check the path.")
+    try:
+        with rasterio.open(p) as ds:
+            count, dtype, crs = ds.count, ds.dtypes[0], ds.crs
+            file_scaled = (ds.scales[0] not in (None, 1.0)) or (ds.offsets[0] not in (None, 0.0))
+        da = rioxarray.open_rasterio(p, masked=True, mask_and_scale=True)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputFileError(f"Cannot read {p} as a raster ({exc}).") from exc
+    if count != 1:
+        raise InputFileError(f"{p} has {count} bands; an illumination product has one.")
+    check_moon_crs(crs, what=f"{kind} product {p.name}")
+    da = da.squeeze("band", drop=True).astype("float64")
+    if scaled is None:
+        scaled = np.dtype(dtype).kind == "f" or file_scaled
+    if not scaled:
+        da = da * spec["scale"] + spec["offset"]
+    da = da.astype("float32").rio.write_crs(standard_polar_crs(crs))
+    if like is not None:
+        da = align_to_dem(da, like, kind=kind)
+    da.name = spec["layer"]
+    da.attrs = {"units": spec["units"], "source": str(p), "product": kind}
+    return da

@@ -133,6 +133,51 @@ def prepare_sites(elevation, *, sites_path=None, grid="auto", pad_radius_m=DEFAU
     return fps, notes
 
 
+#: Embedded regional DEMs used as far field by ``far_field="auto"``, finest first.
+FAR_FIELD_CANDIDATES = ("lola_ldem80s_480m_south_pole_250km.tif", "lola_ldem256_south_polarstereo_1600m.tif")
+
+
+def resolve_far_field(elevation, far_field="auto"):
+    """The far-field DEM for horizon-based layers.
+
+    ``"auto"``: the finest embedded regional LOLA DEM (tiles/, 480 m to ~86 deg S, then 1600 m to
+    ~62 deg S) that contains the DEM, is coarser than it and shares its CRS; ``None``/``"none"``:
+    no far field (edge pixels then have unknown horizons); a path or DataArray: that DEM.
+    Returns (DataArray or None, note).
+    """
+    import xarray as xr
+
+    from .sites import tiles_dir
+
+    if far_field is None or (isinstance(far_field, str) and far_field.lower() in ("none", "off", "")):
+        return None, "No far-field DEM: horizons see only terrain inside the DEM."
+    if isinstance(far_field, xr.DataArray):
+        return far_field, "Far field: DataArray given by the caller."
+    if not (isinstance(far_field, str) and far_field == "auto"):
+        return open_dem(far_field), f"Far field: {far_field}."
+    from .crs import lonlat_to_xy, xy_to_lonlat
+
+    left, bottom, right, top = elevation.rio.bounds()
+    gsd = float(elevation.attrs.get("gsd", 0.0))
+    try:
+        folder = tiles_dir()
+    except LunarmapError:
+        return None, "No far-field DEM (embedded tiles not found): horizons see only terrain inside the DEM."
+    for name in FAR_FIELD_CANDIDATES:
+        cand = open_dem(folder / name)
+        if float(cand.attrs["gsd"]) <= gsd:
+            continue
+        # bring the DEM corners into the candidate's CRS (same body; may be the other pole's grid)
+        lon, lat = xy_to_lonlat([left, right, left, right], [bottom, bottom, top, top], elevation.rio.crs)
+        cx, cy = lonlat_to_xy(lon, lat, cand.rio.crs)
+        cl, cb, cr, ct = cand.rio.bounds()
+        if all(cl <= x <= cr for x in cx) and all(cb <= y <= ct for y in cy) and np.all(np.isfinite(cx)):
+            if cand.rio.crs.to_wkt() != elevation.rio.crs.to_wkt():
+                continue  # the horizon engine needs the same CRS
+            return cand, f"Far field: embedded {name} (auto)."
+    return None, "No embedded far-field DEM covers this DEM: horizons see only terrain inside it (pass --far-field)."
+
+
 def _dem_box(elevation):
     from .sites import dem_bounds_polygon
 
@@ -206,7 +251,12 @@ def run_rank(
     for n in notes:
         _log(n, quiet)
     names = list(layers) if layers else default_layers()
-    lazy = compute_layers(elevation, names, **(layer_options or {}))
+    layer_options = dict(layer_options or {})
+    layer_options["far_field"], ff_note = resolve_far_field(elevation, layer_options.get("far_field", "auto"))
+    if _needs_horizon(names):
+        notes.append(ff_note)
+        _log(ff_note, quiet)
+    lazy = compute_layers(elevation, names, **layer_options)
     timings["setup_s"] = time.perf_counter() - t0
     with dask_scheduler(scheduler) as client:
         t = time.perf_counter()
@@ -248,7 +298,7 @@ def run_rank(
         "constraints": asdict(constraints),
         "constraints_evaluated": result.table.attrs.get("constraints_evaluated", []),
         "label_source": result.label_source,
-        "layer_options": {k: (str(v) if not isinstance(v, (int, float, str, bool)) else v) for k, v in (layer_options or {}).items()},
+        "layer_options": {k: (v.attrs.get("source", "DataArray") if isinstance(v, xr.DataArray) else v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in layer_options.items()},
         "notes": notes,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "seed": seed,
@@ -261,7 +311,7 @@ def run_rank(
     return RankOutputs(result=result, table=table, layers=ds, out_dir=out, files=files, timings=timings, notes=notes)
 
 
-OUTPUT_COLUMNS_FIRST = ["rank", "site_id", "name", "score", "label", "feasible", "tie", "status", "kind", "region", "lat", "lon", "x", "y"]
+OUTPUT_COLUMNS_FIRST = ["rank", "site_id", "name", "score", "label", "feasible", "failed_constraints", "tie", "status", "kind", "region", "lat", "lon", "x", "y"]
 
 
 def tidy_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -314,10 +364,22 @@ def write_layers_dir(ds: xr.Dataset, out: Path, *, names=None, quiet: bool = Fal
     return files
 
 
+def _needs_horizon(names) -> bool:
+    return any(n in ("horizon", "illumination_fraction", "longest_night", "psr", "earth_visibility_fraction",
+                     "sun_earth_fraction", "distance_to_psr") for n in names)
+
+
 def run_layers(dem, names: list[str], out_dir, *, layer_options=None, scheduler=None, quiet=False) -> dict[str, Path]:
-    """Compute the named layers on ``dem`` and write ``out_dir/NAME.tif`` for each (COG)."""
+    """Compute the named layers on ``dem`` and write ``out_dir/NAME.tif`` for each (COG).
+
+    ``layer_options["far_field"]`` defaults to ``"auto"`` (see :func:`resolve_far_field`).
+    """
     elevation = open_dem(dem)
-    lazy = compute_layers(elevation, names, **(layer_options or {}))
+    layer_options = dict(layer_options or {})
+    layer_options["far_field"], ff_note = resolve_far_field(elevation, layer_options.get("far_field", "auto"))
+    if _needs_horizon(names):
+        _log(ff_note, quiet)
+    lazy = compute_layers(elevation, names, **layer_options)
     with dask_scheduler(scheduler) as client:
         ds = _compute(lazy[[n for n in names]], label=f"Computing {', '.join(names)}", quiet=quiet, client=client)
     ds = ds.rio.write_crs(elevation.rio.crs)
@@ -428,8 +490,8 @@ def load_layers_dir(layers_dir: Path, elevation) -> xr.Dataset:
     out = {"elevation": elevation.compute()}
     for p in sorted(Path(layers_dir).glob("*.tif")):
         name = p.stem
-        if name == "elevation" or name not in specs:
-            continue
+        if name == "elevation" or name not in specs or not (specs[name].stats or specs[name].fractions):
+            continue  # not a site feature (e.g. the multi-band ``horizon``)
         da = rioxarray.open_rasterio(p, masked=True).squeeze("band", drop=True)
         da = da.assign_coords(x=elevation.x, y=elevation.y) if da.shape == elevation.shape else da.rio.reproject_match(elevation)
         out[name] = da.astype("float32").compute()

@@ -125,6 +125,11 @@ def evaluate_constraints(features: pd.DataFrame, constraints: LanderConstraints)
     else:
         out["feasible"] = True
     out.attrs["constraints_evaluated"] = evaluated
+    if evaluated:
+        fails = out[[f"pass_{n}" for n in evaluated]].fillna(False)
+        out["failed_constraints"] = [", ".join(n for n, ok in zip(evaluated, row) if not ok) for row in fails.to_numpy()]
+    else:
+        out["failed_constraints"] = ""
     return out, notes
 
 
@@ -287,8 +292,16 @@ def rank_sites(
         reasons = table.loc[~evaluable, "status"].value_counts().to_dict()
         notes.append(f"{n_bad} site(s) could not be evaluated and are listed without rank: {reasons}.")
     n_inf = int((evaluable & ~table["feasible"]).sum())
-    if n_inf:
+    if n_inf and n_inf == int(evaluable.sum()):
+        failing = {n: int((~table[f"pass_{n}"].fillna(False)).sum()) for n in table.attrs.get("constraints_evaluated", [])}
+        notes.append(
+            f"NO site passes every evaluated lander constraint (sites failing each: {failing}); the ranks order "
+            f"fallbacks only. Try a finer --grid, other sites, or check the thresholds."
+        )
+    elif n_inf:
         notes.append(f"{n_inf} evaluated site(s) fail at least one lander constraint; they rank after all feasible sites.")
+    constraints_evaluated = table.attrs.get("constraints_evaluated", [])
     table = pd.concat([table.loc[order.index], table.loc[~evaluable]])
+    table.attrs["constraints_evaluated"] = constraints_evaluated
     table.attrs["constraints"] = asdict(constraints)
     return RankResult(table=table, model=model, feature_names=feat_cols, notes=notes, constraints=constraints, label_source=label_source)

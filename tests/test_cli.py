@@ -13,11 +13,15 @@ from lunarmap.cli import app
 
 runner = CliRunner()
 
+#: A short illumination window keeps the end-to-end runs to seconds; the physics is tested with
+#: full windows in test_illumination.py and validated in scripts/validate_illumination.py.
+FAST = ["--start", "2025-01-01", "--end", "2025-07-01", "--step", "12", "--n-azimuths", "72"]
+
 
 @pytest.fixture(scope="module")
 def ranked(tmp_path_factory):
     out = tmp_path_factory.mktemp("rank")
-    r = runner.invoke(app, ["rank", "--out", str(out), "--quiet"])
+    r = runner.invoke(app, ["rank", "--out", str(out), "--quiet", *FAST])
     assert r.exit_code == 0, r.output
     return out, r.output
 
@@ -34,9 +38,14 @@ def test_rank_default_outputs_content(ranked):
     # names come from the Artemis III regions overlapping the Shackleton tile
     assert ranked_rows["region"].isin(["Connecting Ridge", "Connecting Ridge Extension", "Peak Near Shackleton"]).all()
     assert {"score", "label", "feasible", "pass_slope", "slope_mean", "slope_max_within_100m", "top_factors", "status"} <= set(t.columns)
-    # the best site passes the slope constraint, and its features say why
+    # Sun and Earth constraints are evaluated with computed layers (issue: far field auto)
+    assert {"pass_illumination", "pass_earth_visibility", "illumination_fraction_mean", "earth_visibility_fraction_mean"} <= set(t.columns)
+    assert ranked_rows["illumination_fraction_mean"].between(0, 1).all()
+    assert ranked_rows["illumination_fraction_mean"].max() > 0.2  # ridge pads see the Sun
+    # pass/fail agree with the features and thresholds
+    ok = ranked_rows["slope_max_within_100m"] <= 8.0
+    assert (ranked_rows["pass_slope"].astype(str).str.lower() == ok.astype(str).str.lower()).all()
     best = ranked_rows.iloc[0]
-    assert best["pass_slope"] and best["slope_max_within_100m"] <= 8.0
     assert 0.0 <= ranked_rows["score"].min() and ranked_rows["score"].max() <= 1.0
     assert ranked_rows["top_factors"].str.contains("slope").any()
     # feasible first
@@ -45,6 +54,8 @@ def test_rank_default_outputs_content(ranked):
         assert ranked_rows.loc[feas, "rank"].max() < ranked_rows.loc[~feas, "rank"].min()
     run = json.loads((out / "run.json").read_text())
     assert run["n_ranked"] == len(ranked_rows)
+    assert not any("NOT evaluated" in n for n in run["notes"])
+    assert any("Far field" in n for n in run["notes"])
     # the GeoJSON has the same sites, in lon/lat around the south pole
     gj = json.loads((out / "ranking.geojson").read_text())
     assert len(gj["features"]) == len(t)
@@ -117,7 +128,7 @@ def test_user_sites_with_labels(tmp_path, shackleton_path):
         rows.append(f"s{i},{-89.3 - 0.3 * rng.random():.4f},{-180 + 360 * rng.random():.3f},{i % 3}")
     rows.append("offmap,-80.0,0.0,1")
     p.write_text("\n".join(rows) + "\n")
-    r = runner.invoke(app, ["rank", "--dem", str(shackleton_path), "--sites", str(p), "--out", str(tmp_path / "o"), "-q", "--no-map", "--no-layers"])
+    r = runner.invoke(app, ["rank", "--dem", str(shackleton_path), "--sites", str(p), "--out", str(tmp_path / "o"), "-q", "--no-map", "--no-layers", "--layers", "slope,roughness"])
     assert r.exit_code == 0, r.output
     t = pd.read_csv(tmp_path / "o" / "ranking.csv")
     assert set(t["name"]) == {f"s{i}" for i in range(30)} | {"offmap"}
