@@ -83,9 +83,10 @@ interpolation of both lines' far tangents (its own line is not swept). Pixels wh
 line within one spacing) leaves the near DEM through a side face within ``HYBRID_EDGE_PX`` (48)
 px are walked exactly over the whole ray: there the lines' exit differs from the ray's and they
 would see other terrain (far field vs near DEM, or none). The error is lateral (line offset) and
-sampling; measured on whole tiles (``docs/horizon.md``): max 0.1-0.4 deg at edge pixels, p99.9
-~0.01 deg. About 1.5-2x faster than ``fast`` per core on whole tiles, so it does not reach the
-10 M/s goal either; ``max_distance_m`` falls back to ``fast``.
+sampling; measured on whole tiles at 360 azimuths (``docs/horizon.md``): max 0.43-0.45 deg (edge
+pixels; 0.085-0.12 deg at >= 16 px from the edge), p99.9 0.012-0.014 deg, p99 < 0.005 deg. It is
+only 1.6-1.7x faster than ``fast`` per core (CPU time), so it misses the 10 M/s goal too and is
+not the default; ``max_distance_m`` falls back to ``fast``.
 
 Memory: each Dask chunk task holds the full near DEM and far-field DEM (float64) and their
 pyramids (~1.33x each) plus its output ``n_azimuths x chunk_rows x chunk_cols`` float32, so memory
@@ -1271,8 +1272,8 @@ def horizon_map(
         ``"fast"``: maximum-mipmap pruned exact walk (equals the reference); ``"brute"``: the
         reference (:func:`horizon_brute_force`, every cell); ``"sweep"``: approximate line
         sweep with convex hulls (errors up to ~3 deg at edge pixels); ``"hybrid"``: exact walk
-        within 16 px + hull sweep beyond (p99.9 ~0.01 deg, max up to ~0.4 deg at edge pixels,
-        ~1.5-2x faster than ``"fast"`` on whole tiles; see the module docstring).
+        within 16 px + hull sweep beyond (p99.9 ~0.013 deg, max ~0.45 deg at edge pixels,
+        1.6-1.7x faster than ``"fast"`` on whole tiles; see the module docstring).
 
     Returns
     -------
