@@ -66,6 +66,28 @@ approximate: on a whole 128^2 Shackleton crop it is ~2.2x faster than ``fast`` w
 3.1 deg (edge pixels), p99 0.28 deg (``docs/horizon.md``). It falls back to ``fast`` when
 ``max_distance_m`` is given.
 
+The hybrid (``method="hybrid"``, approximate, opt-in)
+----------------------------------------------------
+An exact decomposition, ``horizon = max(near, far)``: ``near`` is the reference walk limited to
+``HYBRID_NEAR_PX`` (16) pixels; ``far`` is the tangent from the observer to the upper convex hull of
+the terrain at >= 16 px along a line sweep per azimuth (Stewart 1998; Timonen & Westerholm 2010),
+with *delayed insertion*: samples enter the hull in descending S, and an observer at S_o queries it
+once exactly the samples at S >= S_o + 16 px are in. Curvature is exact on the hull: with
+``w = z - S**2/2R`` the observer-relative drop ``(S - S_o)**2/2R = S**2/2R - S S_o/R + S_o**2/2R``
+becomes a tangent slope offset ``S_o/R`` (the last term is the observer's own ``w``). Lines run
+along the major grid axis of the azimuth, ``HYBRID_LINE_SPACING_PX`` (0.25) px apart along the
+minor axis; they are sampled where they cross grid columns and rows (where the bilinear surface
+is linear, so samples are exact), at cell-segment midpoints where the cell's profile is concave,
+and in the far-field DEM beyond the near DEM. An observer between two lines gets the linear
+interpolation of both lines' far tangents (its own line is not swept). Pixels whose own ray (or a
+line within one spacing) leaves the near DEM through a side face within ``HYBRID_EDGE_PX`` (48)
+px are walked exactly over the whole ray: there the lines' exit differs from the ray's and they
+would see other terrain (far field vs near DEM, or none). The error is lateral (line offset) and
+sampling; measured on whole tiles at 360 azimuths (``docs/horizon.md``): max 0.43-0.45 deg (edge
+pixels; 0.085-0.12 deg at >= 16 px from the edge), p99.9 0.012-0.014 deg, p99 < 0.005 deg. It is
+only 1.6-1.7x faster than ``fast`` per core (CPU time), so it misses the 10 M/s goal too and is
+not the default; ``max_distance_m`` falls back to ``fast``.
+
 Memory: each Dask chunk task holds the full near DEM and far-field DEM (float64) and their
 pyramids (~1.33x each) plus its output ``n_azimuths x chunk_rows x chunk_cols`` float32, so memory
 is bounded by the (small, regional) DEM sizes and the chunk size times ``n_azimuths``, not by the
@@ -117,8 +139,17 @@ GUESS_MARGIN_DEG = 1.0
 SWEEP_NEAR_PX = 8.0
 #: Sweep method: spacing (pixels) of the parallel sample lines per azimuth.
 SWEEP_LINE_SPACING_PX = 0.5
+#: Hybrid method: terrain closer than this (pixels) is walked exactly from each pixel centre.
+HYBRID_NEAR_PX = 16.0
+#: Hybrid method: spacing (pixels, along the minor grid axis) of the sweep lines per azimuth.
+HYBRID_LINE_SPACING_PX = 0.25
+#: Hybrid method: interpolate the far tangent between the two lines around each observer.
+HYBRID_INTERP = True
+#: Hybrid method: pixels whose ray leaves the near DEM through a side face within this many pixels
+#: are walked exactly over the whole ray (see :func:`_kernel_hybrid`).
+HYBRID_EDGE_PX = 48.0
 #: Accepted ``method`` values.
-METHODS = ("fast", "brute", "sweep")
+METHODS = ("fast", "brute", "sweep", "hybrid")
 
 #: Smallest number of azimuths accepted (fewer cannot represent a horizon).
 MIN_AZIMUTHS = 4
@@ -552,6 +583,389 @@ def _kernel_sweep(out, r0, r1, c0, c1, z, zf, pyr, offs, widths, nlev, pyrf, off
             q0 = q1
 
 
+@njit(cache=True)
+def _line_samples(Z, px0, py0, dx, dy, t_hi, t_lo, geo_end, t_keep, g, inv2r, bufS, bufW, n):
+    """Append samples of the bilinear surface ``Z`` along ``(px0 + t dx, py0 + t dy)``, t descending.
+
+    Samples are taken where the line crosses a grid column or row (there the bilinear surface is
+    linear along the crossed grid line, so the value is exact), at ``t_hi`` and, if ``geo_end`` (the
+    DEM's edge), at ``t_lo``, and at the middle of every cell segment whose quadratic profile is
+    concave (a bilinear cell is a quadratic along a line; its chord then lies below it, and the
+    midpoint cuts that gap by 4). If ``t_lo`` is only where the caller stops needing samples, the
+    walk ends at the first grid crossing at or below it, so the samples do not depend on it (Dask
+    chunks give identical results); samples below ``t_keep`` are dropped (so that samples stay in
+    descending order when another segment follows). ``t`` is in near pixels; samples are stored as ``S = t g`` and
+    ``w = z - S**2 / 2R``. Returns the new count.
+    """
+    ny, nx = Z.shape
+    smax = t_hi - t_lo
+    if smax < 0.0:
+        return n
+    t_keep -= 1e-9  # t_hi - smax can round below t_lo == t_keep
+    x0 = px0 + t_hi * dx
+    y0 = py0 + t_hi * dy
+    bx = -dx
+    by = -dy
+    inf = 1e300
+    if bx > 0.0:
+        sx = (math.floor(x0) + 1.0 - x0) / bx
+        dsx = 1.0 / bx
+    elif bx < 0.0:
+        sx = (math.ceil(x0) - 1.0 - x0) / bx
+        dsx = -1.0 / bx
+    else:
+        sx = inf
+        dsx = inf
+    if by > 0.0:
+        sy = (math.floor(y0) + 1.0 - y0) / by
+        dsy = 1.0 / by
+    elif by < 0.0:
+        sy = (math.ceil(y0) - 1.0 - y0) / by
+        dsy = -1.0 / by
+    else:
+        sy = inf
+        dsy = inf
+    vp = _bilinear(Z, min(max(x0, 0.0), nx - 1.0), min(max(y0, 0.0), ny - 1.0))
+    if vp == vp:
+        S = t_hi * g
+        bufS[n] = S
+        bufW[n] = vp - S * S * inv2r
+        n += 1
+    sp = 0.0
+    while True:
+        last = False
+        if sx <= sy:
+            sn = sx
+        else:
+            sn = sy
+        if sn >= smax:
+            if geo_end or sn > 1e200:
+                sn = smax
+            last = True
+        xn = x0 + sn * bx
+        yn = y0 + sn * by
+        if xn < 0.0:
+            xn = 0.0
+        elif xn > nx - 1.0:
+            xn = nx - 1.0
+        if yn < 0.0:
+            yn = 0.0
+        elif yn > ny - 1.0:
+            yn = ny - 1.0
+        if xn != xn:
+            break
+        geo = last and (geo_end or sn != sx and sn != sy)
+        if not geo and sx <= sy:
+            # column crossing: linear in y along column round(xn)
+            c = int(xn + 0.5)
+            i0 = int(yn)
+            if i0 > ny - 2:
+                i0 = ny - 2
+            fy = yn - i0
+            vn = Z[i0, c] + (Z[i0 + 1, c] - Z[i0, c]) * fy
+        elif not geo:
+            rr = int(yn + 0.5)
+            j0 = int(xn)
+            if j0 > nx - 2:
+                j0 = nx - 2
+            fx = xn - j0
+            vn = Z[rr, j0] + (Z[rr, j0 + 1] - Z[rr, j0]) * fx
+        else:
+            vn = _bilinear(Z, xn, yn)
+        # middle of the cell segment [sp, sn] if the profile is concave there
+        sm = 0.5 * (sp + sn)
+        vm = _bilinear(Z, min(max(x0 + sm * bx, 0.0), nx - 1.0), min(max(y0 + sm * by, 0.0), ny - 1.0))
+        if vm > 0.5 * (vp + vn) + 1e-9 and t_hi - sm >= t_keep:
+            S = (t_hi - sm) * g
+            bufS[n] = S
+            bufW[n] = vm - S * S * inv2r
+            n += 1
+        if vn == vn and t_hi - sn >= t_keep:
+            S = (t_hi - sn) * g
+            bufS[n] = S
+            bufW[n] = vn - S * S * inv2r
+            n += 1
+        if last:
+            break
+        vp = vn
+        sp = sn
+        if sx <= sy:
+            if sy - sx < 1e-9:  # a grid corner: both crossings at once
+                sy += dsy
+            sx += dsx
+        else:
+            sy += dsy
+    return n
+
+
+@njit(cache=True)
+def _hybrid_far(Z, ZF, has_far, ux, uy, cx, cy, fx0, fy0, fsxr, fsyr, g, inv2r, lines_k0, h,
+                obs_t, obs_z, bstart, bobs, bw, near_g, acc, wacc, bufS, bufW, hS, hW):
+    """Far part of the hybrid method for one azimuth, in an x-major frame (|ux| >= |uy|).
+
+    Line ``k`` passes through ``(cx, cy + (lines_k0 + k) h)`` with direction ``(ux, uy)`` (near pixel
+    units). Its samples (:func:`_line_samples`: the far-field DEM ``ZF`` beyond the point where the
+    line leaves the near DEM ``Z``, then ``Z``) enter the upper convex hull in (S, z - S**2/2R) in
+    descending S; an observer at S_o queries it once every sample at S >= S_o + near_g is in
+    (delayed insertion). Observers ``bobs[bstart[k]:bstart[k+1]]`` (descending S) get
+    ``weight * tan`` added to ``acc`` and the weight to ``wacc``.
+    """
+    ny, nx = Z.shape
+    r2 = 2.0 * inv2r
+    nlines = bstart.shape[0] - 1
+    nyf = ZF.shape[0]
+    nxf = ZF.shape[1]
+    # the far-field samples hold more per node (buffer sized by the caller)
+    for k in range(nlines):
+        b0 = bstart[k]
+        b1 = bstart[k + 1]
+        if b1 == b0:
+            continue
+        oy = cy + (lines_k0 + k) * h  # line passes (cx, oy)
+        ta, tb = _slab(cx, oy, ux, uy, nx - 1.0, ny - 1.0)
+        # samples nearer than the last observer (smallest S) + near are never used
+        t_need = obs_t[bobs[b1 - 1]] + near_g / g
+        n = 0
+        inside = tb >= ta
+        if not inside:  # the line misses the near DEM (an outer neighbour line of edge observers)
+            tb = t_need
+        if has_far:
+            fpx = fx0 + cx * fsxr
+            fpy = fy0 + oy * fsyr
+            fdx = ux * fsxr
+            fdy = uy * fsyr
+            fa, fb = _slab(fpx, fpy, fdx, fdy, nxf - 1.0, nyf - 1.0)
+            lo = tb if tb > t_need else t_need
+            if fa > lo:
+                lo = fa
+            if fb > lo:
+                n = _line_samples(ZF, fpx, fpy, fdx, fdy, fb, lo, lo > t_need, tb, g, inv2r, bufS, bufW, n)
+        if inside:
+            lo = ta if ta > t_need else t_need
+            if tb >= lo:
+                n = _line_samples(Z, cx, oy, ux, uy, tb, lo, ta >= t_need, -1e300, g, inv2r, bufS, bufW, n)
+        # sweep
+        top = 0
+        p = 0
+        for bb in range(b0, b1):
+            q = bobs[bb]
+            So = obs_t[q] * g
+            thresh = So + near_g
+            while p < n and bufS[p] >= thresh:
+                PS = bufS[p]
+                PW = bufW[p]
+                p += 1
+                if top >= 1 and hS[top - 1] - PS < 1e-6:
+                    # (near-)duplicate S, e.g. a line through a grid corner: keep the higher point
+                    if PW <= hW[top - 1]:
+                        continue
+                    top -= 1
+                while top >= 2:
+                    if (hW[top - 1] - PW) * (hS[top - 2] - PS) <= (hW[top - 2] - PW) * (hS[top - 1] - PS):
+                        top -= 1
+                    else:
+                        break
+                hS[top] = PS
+                hW[top] = PW
+                top += 1
+            if top > 0:
+                wo = obs_z[q] - So * So * inv2r
+                v = _hull_peak(hS, hW, top, So, wo) + So * r2
+                acc[q] += bw[bb] * v
+                wacc[q] += bw[bb]
+    return 0
+
+
+@njit(cache=True)
+def _hybrid_azimuth(out, a, r0, r1, c0, c1, z, zf, Z, ZF, tr, ux, uy, cx, cy, ffx0, ffy0, ffsxr, ffsyr, pyr, offs, widths, nlev,
+                     pyrf, offsf, widthsf, nlevf, zall, sa, ca, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn,
+                     fsyn, hobs, inv2r, near_g, spacing_px, interp, edge_px, margin, near_prune):
+    """One azimuth of :func:`_kernel_hybrid` in its x-major frame (``Z``/``ZF``: the DEMs, transposed if ``tr``)."""
+    ny, nx = z.shape
+    hh = r1 - r0
+    ww = c1 - c0
+    nobs = hh * ww
+    rad2deg = 180.0 / math.pi
+    r = uy / ux
+    # observers in frame coords, their along-line parameter t and line coordinate
+    obs_t = np.empty(nobs)
+    obs_z = np.empty(nobs)
+    kf = np.empty(nobs)
+    kmin = 1e300
+    kmax = -1e300
+    for ii in range(hh):
+        for jj in range(ww):
+            q = ii * ww + jj
+            if tr:
+                x = float(r0 + ii)
+                y = float(c0 + jj)
+            else:
+                x = float(c0 + jj)
+                y = float(r0 + ii)
+            obs_t[q] = (x - cx) / ux
+            obs_z[q] = z[r0 + ii, c0 + jj] + hobs
+            v = (y - cy - (x - cx) * r) / spacing_px
+            kf[q] = v
+            if v < kmin:
+                kmin = v
+            if v > kmax:
+                kmax = v
+    k0 = int(math.floor(kmin)) - 1
+    nlines = int(math.floor(kmax)) - k0 + 3
+    # counting sort of (observer, line) pairs by line, each line's list in descending t
+    cnt = np.zeros(nlines + 1, dtype=np.int64)
+    lo_k = np.empty(nobs, dtype=np.int64)
+    fr = np.empty(nobs)
+    for q in range(nobs):
+        if interp:
+            kk = int(math.floor(kf[q]))
+            f = kf[q] - kk
+        else:
+            kk = int(math.floor(kf[q] + 0.5))
+            f = 0.0
+        lo_k[q] = kk - k0
+        fr[q] = f
+        cnt[kk - k0 + 1] += 1
+        if f > 0.0:
+            cnt[kk - k0 + 2] += 1
+    for k in range(nlines):
+        cnt[k + 1] += cnt[k]
+    bstart = cnt.copy()
+    total = cnt[nlines]
+    bobs = np.empty(total, dtype=np.int64)
+    bw = np.empty(total)
+    fill = cnt[:nlines].copy()
+    # observers by descending t: t = (x - cx)/ux; iterate the major axis accordingly
+    order = np.empty(nobs, dtype=np.int64)
+    o = 0
+    if tr:
+        for m in range(hh):
+            ii = hh - 1 - m if ux > 0.0 else m
+            for jj in range(ww):
+                order[o] = ii * ww + jj
+                o += 1
+    else:
+        for m in range(ww):
+            jj = ww - 1 - m if ux > 0.0 else m
+            for ii in range(hh):
+                order[o] = ii * ww + jj
+                o += 1
+    for oq in range(nobs):
+        q = order[oq]
+        k = lo_k[q]
+        f = fr[q]
+        bobs[fill[k]] = q
+        bw[fill[k]] = 1.0 - f
+        fill[k] += 1
+        if f > 0.0:
+            bobs[fill[k + 1]] = q
+            bw[fill[k + 1]] = f
+            fill[k + 1] += 1
+    nbuf = 4 * (nx + ny + ZF.shape[0] + ZF.shape[1]) + 16
+    bufS = np.empty(nbuf)
+    bufW = np.empty(nbuf)
+    hS = np.empty(nbuf)
+    hW = np.empty(nbuf)
+    acc = np.zeros(nobs)
+    wacc = np.zeros(nobs)
+    nyf_, nxf_ = Z.shape  # near DEM size in this frame
+    _hybrid_far(Z, ZF, has_far, ux, uy, cx, cy, ffx0, ffy0, ffsxr, ffsyr, g, inv2r, k0, spacing_px,
+                obs_t, obs_z, bstart, bobs, bw, near_g, acc, wacc, bufS, bufW, hS, hW)
+    for ii in range(hh):
+        for jj in range(ww):
+            q = ii * ww + jj
+            i = r0 + ii
+            j = c0 + jj
+            if z[i, j] != z[i, j]:
+                out[a, ii, jj] = np.nan
+                continue
+            best = acc[q] / wacc[q] if wacc[q] > 0.0 else -np.inf
+            # does this pixel's own ray leave the near DEM through a side parallel-ish to the lines
+            # (the minor axis' faces), within edge_px? Then its lines (offset sideways) leave it
+            # elsewhere and see other terrain (or none) there: walk the whole ray exactly instead.
+            if tr:
+                x = float(i)
+                y = float(j)
+            else:
+                x = float(j)
+                y = float(i)
+            tx = ((nxf_ - 1.0 if ux > 0.0 else 0.0) - x) / ux
+            ty = 1e300
+            if uy > 0.0:
+                ty = (nyf_ - 1.0 - y) / uy
+            elif uy < 0.0:
+                ty = -y / uy
+            # the earliest side exit of a line within one spacing sideways
+            if uy != 0.0:
+                ty -= spacing_px / abs(uy)
+            if ty < tx and ty < edge_px:
+                guess = -np.inf
+                if best > -np.inf:
+                    guess = math.tan(math.atan(best) - margin)
+                b = _pixel_ray(z, zf, True, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
+                               i, j, sa, ca, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn,
+                               1e300, hobs, inv2r, guess)
+                if guess > -np.inf and not (b > guess):
+                    b = _pixel_ray(z, zf, True, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
+                                   i, j, sa, ca, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn,
+                                   1e300, hobs, inv2r, -np.inf)
+                best = b
+            else:
+                best = _pixel_ray(z, zf, near_prune, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, zall,
+                                  i, j, sa, ca, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn,
+                                  near_g, hobs, inv2r, best)
+            if best == -np.inf or best != best:
+                out[a, ii, jj] = np.nan
+            else:
+                out[a, ii, jj] = math.atan(best) * rad2deg
+
+
+@njit(parallel=True, cache=True)
+def _kernel_hybrid(out, r0, r1, c0, c1, z, zt, zf, zft, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf,
+                   zall, sin_a, cos_a, g, sxn, syn, has_far, fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn, hobs, inv2r,
+                   near_px, spacing_px, interp, edge_px, margin, near_prune):
+    """Hybrid horizons: exact per-cell walk within ``near_px`` + convex-hull line sweep beyond.
+
+    horizon = max(near, far): ``near`` is the reference walk (:func:`_pixel_ray`, pruned) limited to
+    ``near_px`` pixels; ``far`` is the tangent from the observer to the upper convex hull of the
+    samples of its sweep line that are >= ``near_px`` ahead (delayed insertion; Stewart 1998,
+    Timonen & Westerholm 2010). Lines are ``spacing_px`` apart along the minor axis; with ``interp``
+    an observer between two lines gets the linear interpolation (in its lateral position) of both
+    lines' far tangents, else the nearest line's.
+    """
+    naz = sin_a.shape[0]
+    ny, nx = z.shape
+    near_g = near_px * g
+    for a in prange(naz):
+        sa = sin_a[a]
+        ca = cos_a[a]
+        ux0 = sa * sxn
+        uy0 = ca * syn
+        tr = abs(uy0) > abs(ux0)
+        if tr:  # y-major: work on the transposed DEMs (x' = row, y' = column)
+            ux = uy0
+            uy = ux0
+            cx = 0.5 * (ny - 1.0)
+            cy = 0.5 * (nx - 1.0)
+            ffx0, ffy0, ffsxr, ffsyr = fy0, fx0, fsyr, fsxr
+        else:
+            ux = ux0
+            uy = uy0
+            cx = 0.5 * (nx - 1.0)
+            cy = 0.5 * (ny - 1.0)
+            ffx0, ffy0, ffsxr, ffsyr = fx0, fy0, fsxr, fsyr
+        if tr:
+            _hybrid_azimuth(out, a, r0, r1, c0, c1, z, zf, zt, zft, tr, ux, uy, cx, cy, ffx0, ffy0, ffsxr, ffsyr, pyr, offs,
+                            widths, nlev, pyrf, offsf, widthsf, nlevf, zall, sa, ca, g, sxn, syn, has_far, fx0, fy0,
+                            fsxr, fsyr, gf, fsxn, fsyn, hobs, inv2r, near_g, spacing_px, interp, edge_px, margin,
+                            near_prune)
+        else:
+            _hybrid_azimuth(out, a, r0, r1, c0, c1, z, zf, z, zf, tr, ux, uy, cx, cy, ffx0, ffy0, ffsxr, ffsyr, pyr, offs,
+                            widths, nlev, pyrf, offsf, widthsf, nlevf, zall, sa, ca, g, sxn, syn, has_far, fx0, fy0,
+                            fsxr, fsyr, gf, fsxn, fsyn, hobs, inv2r, near_g, spacing_px, interp, edge_px, margin,
+                            near_prune)
+
+
 # --------------------------------------------------------------------------------------------
 # preparation (pure numpy)
 # --------------------------------------------------------------------------------------------
@@ -690,16 +1104,17 @@ class _Prepared:
             self.far = (0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0)
             self.pyrf = max_pyramid(self.zf)
         self.zall = float(zmax)
+        self.zt = self.zft = None  # transposed copies, made on first use by the hybrid method
 
     def run(self, r0, r1, c0, c1, *, method="fast", threads=None,
-            near_px=None, spacing_px=None) -> np.ndarray:
+            near_px=None, spacing_px=None, interp=None, edge_px=None, near_prune=True) -> np.ndarray:
         """Horizon angles (deg, float32, (n_az, r1-r0, c1-c0)) of observers rows r0:r1, cols c0:c1."""
         out = np.empty((self.n_azimuths, r1 - r0, c1 - c0), dtype=np.float32)
         g = self.grid
         pyr, offs, widths, nlev = self.pyr
         pyrf, offsf, widthsf, nlevf = self.pyrf
         fx0, fy0, fsxr, fsyr, gf, fsxn, fsyn = self.far
-        if method == "sweep" and self.dmax < 1e299:
+        if method in ("sweep", "hybrid") and self.dmax < 1e299:
             method = "fast"  # the sweep has no per-observer distance limit
         common = (self.z, self.zf)
         tail = (pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf, self.zall, self.sin_a, self.cos_a, g.g,
@@ -711,6 +1126,19 @@ class _Prepared:
                 self.hobs, self.inv2r,
                 float(SWEEP_NEAR_PX if near_px is None else near_px),
                 float(SWEEP_LINE_SPACING_PX if spacing_px is None else spacing_px),
+            )
+        elif method == "hybrid":
+            kern = _kernel_hybrid
+            if self.zt is None:
+                self.zt = np.ascontiguousarray(self.z.T)
+                self.zft = np.ascontiguousarray(self.zf.T)
+            args = box + (self.z, self.zt, self.zf, self.zft) + tail + (
+                self.hobs, self.inv2r,
+                float(HYBRID_NEAR_PX if near_px is None else near_px),
+                float(HYBRID_LINE_SPACING_PX if spacing_px is None else spacing_px),
+                bool(HYBRID_INTERP if interp is None else interp),
+                float(HYBRID_EDGE_PX if edge_px is None else edge_px), math.radians(GUESS_MARGIN_DEG),
+                bool(near_prune),
             )
         elif method in ("fast", "brute"):
             kern = _kernel_parallel
@@ -840,10 +1268,12 @@ def horizon_map(
         where they leave the far field (or the DEM), and the fast method stops earlier, exactly,
         once the DEM's highest point could no longer rise above the horizon found (the curvature
         drop ``d**2 / 2R`` is 2.9 km at 100 km and 11.5 km at 200 km).
-    method : {"fast", "brute", "sweep"}
+    method : {"fast", "brute", "sweep", "hybrid"}
         ``"fast"``: maximum-mipmap pruned exact walk (equals the reference); ``"brute"``: the
         reference (:func:`horizon_brute_force`, every cell); ``"sweep"``: approximate line
-        sweep with convex hulls (errors up to ~0.6 deg; see the module docstring).
+        sweep with convex hulls (errors up to ~3 deg at edge pixels); ``"hybrid"``: exact walk
+        within 16 px + hull sweep beyond (p99.9 ~0.013 deg, max ~0.45 deg at edge pixels,
+        1.6-1.7x faster than ``"fast"`` on whole tiles; see the module docstring).
 
     Returns
     -------

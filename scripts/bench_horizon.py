@@ -89,7 +89,12 @@ def main(argv=None):
     ap.add_argument("--window", type=int, default=48, help="observer window edge (px) for the fast rate")
     ap.add_argument("--ref-window", type=int, default=16, help="observer window edge (px) for the reference")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown report here")
+    ap.add_argument("--hybrid", action="store_true",
+                    help="only the whole-DEM hybrid-vs-exact section (360 azimuths); written between "
+                         "<!-- bench-hybrid --> markers of --out")
     args = ap.parse_args(argv)
+    if args.hybrid:
+        return hybrid_section(args, argv)
     th, rep = args.threads, args.repeats
     load0 = os.getloadavg()
 
@@ -210,6 +215,90 @@ def main(argv=None):
         head = args.out.read_text().split("<!-- bench -->")[0] if args.out.exists() else ""
         with atomic_path(args.out) as tmp:
             tmp.write_text(head + "<!-- bench -->\n" + f"Command: `PYTHONPATH=$PWD python {' '.join(['scripts/bench_horizon.py'] + (argv if argv is not None else sys.argv[1:]))}`\n\n" + text)
+    return 0
+
+
+def _err_full(h, ref):
+    """max, p99.9, p99, mean |h - ref| (deg) over finite values, and max at >= 16 px from the edge."""
+    e = np.abs(h.astype("float64") - ref.astype("float64"))
+    n_y, n_x = e.shape[1:]
+    ii, jj = np.mgrid[0:n_y, 0:n_x]
+    edge = np.minimum(np.minimum(ii, n_y - 1 - ii), np.minimum(jj, n_x - 1 - jj))
+    inner = e[:, edge >= 16]
+    inner = inner[np.isfinite(inner)]
+    nan_mismatch = int((np.isnan(h) != np.isnan(ref)).sum())
+    e = e[np.isfinite(e)]
+    return (float(e.max()), float(np.percentile(e, 99.9)), float(np.percentile(e, 99)), float(e.mean()),
+            float(inner.max()) if inner.size else float("nan"), nan_mismatch)
+
+
+def hybrid_section(args, argv):
+    """Whole DEMs at 360 azimuths: hybrid vs the exact fast method (== reference) in one run."""
+    th, load0 = args.threads, os.getloadavg()
+    near = open_dem(TILES / "shackleton_ridge_lola10m_200m_51km.tif", chunks=None)
+    far = open_dem(TILES / "lola_ldem80s_480m_south_pole_250km.tif", chunks=None)
+    ldem = far.isel(y=slice(4, 516), x=slice(4, 516))
+    n_az = 360
+    lines = []
+    P = lines.append
+    P("## Whole DEMs, 360 azimuths: hybrid vs exact (every pixel)")
+    P("")
+    P(f"Threads: {th}; one timed run each after a compile warm-up. *exact* = `fast` (equals the brute-force "
+      f"reference, max difference 0, see below); errors of `hybrid` against it over all pixels x azimuths; "
+      f"'inner' = pixels >= 16 px from the DEM edge. CPU rate = per CPU-second summed over threads (one "
+      f"dedicated core).")
+    P("")
+    P("| DEM | method | rate wall (M/s) | rate CPU (M/s per core) | speed vs exact (CPU) | max err (deg) | p99.9 | p99 | mean | max inner |")
+    P("|---|---|---|---|---|---|---|---|---|---|")
+    cases = [("Shackleton 256^2 @ 200 m + LOLA 480 m far field", near, far),
+             ("LOLA LDEM 512^2 @ 480 m (centre crop), no far field", ldem, None)]
+    for name, dem, fdem in cases:
+        if fdem is None:
+            p = _Prepared(dem.values, dem.x.values, dem.y.values, n_azimuths=n_az)
+        else:
+            p = _Prepared(dem.values, dem.x.values, dem.y.values, fdem.values, fdem.x.values, fdem.y.values,
+                          n_azimuths=n_az)
+        ny, nx = p.z.shape
+        nv = n_az * ny * nx
+        for m in ("fast", "hybrid"):
+            p.run(0, 2, 0, 2, method=m, threads=th)  # compile
+        t, c = time.perf_counter(), time.process_time()
+        h_ex = p.run(0, ny, 0, nx, method="fast", threads=th)
+        dt_ex, ct_ex = time.perf_counter() - t, time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
+        h_hy = p.run(0, ny, 0, nx, method="hybrid", threads=th)
+        dt_hy, ct_hy = time.perf_counter() - t, time.process_time() - c
+        e = _err_full(h_hy, h_ex)
+        P(f"| {name} | exact (`fast`) | {nv / dt_ex / 1e6:.3f} | {nv / ct_ex / 1e6:.3f} | 1.0x | 0 | 0 | 0 | 0 | 0 |")
+        P(f"| {name} | **hybrid** | {nv / dt_hy / 1e6:.3f} | {nv / ct_hy / 1e6:.3f} | {ct_ex / ct_hy:.1f}x | "
+          f"{e[0]:.3f} | {e[1]:.4f} | {e[2]:.4f} | {e[3]:.5f} | {e[4]:.3f} |")
+        if e[5]:
+            P(f"| {name} | (NaN pattern differs at {e[5]} values) | | | | | | | | |")
+        # direct check against the brute-force reference on a central window
+        r0, r1 = _window(ny, 12)
+        h_b = p.run(r0, r1, r0, r1, method="brute", threads=th)
+        eb = _err_full(h_hy[:, r0:r1, r0:r1], h_b)
+        ef = _err_full(h_ex[:, r0:r1, r0:r1], h_b)
+        P(f"| {name} | (central 12^2 vs `brute` itself: exact max {ef[0]:.2g}, hybrid max {eb[0]:.3f}) | | | | | | | | |")
+        print("\n".join(lines[-3:]), flush=True)
+    load1 = os.getloadavg()
+    P("")
+    P(f"1-min load average {load0[0]:.1f} at start, {load1[0]:.1f} at end on {os.cpu_count()} cores.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out is not None:
+        old = args.out.read_text()
+        cmd = " ".join(["scripts/bench_horizon.py"] + (argv if argv is not None else sys.argv[1:]))
+        block = f"<!-- bench-hybrid -->\nCommand: `PYTHONPATH=$PWD python {cmd}`\n\n{text}<!-- /bench-hybrid -->\n"
+        if "<!-- bench-hybrid -->" in old:
+            a = old.index("<!-- bench-hybrid -->")
+            b = old.index("<!-- /bench-hybrid -->") + len("<!-- /bench-hybrid -->\n")
+            new = old[:a] + block + old[b:]
+        else:
+            a = old.index("<!-- bench -->")
+            new = old[:a] + block + "\n" + old[a:]
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(new)
     return 0
 
 
