@@ -595,26 +595,14 @@ def extract_craters(
     return gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df.x, df.y), crs=crs.to_wkt())
 
 
-def map_scale_factor(x, y, crs, *, delta_m: float = 50.0) -> np.ndarray:
-    """Point scale factor k of the map projection at (x, y): map length / true length on the sphere.
+def map_scale_factor(x, y, crs) -> np.ndarray:
+    """Point scale factor k of the map projection at (x, y); see :func:`lunarmap.crs.scale_factor_at`.
 
-    Measured numerically (great-circle distance between (x - delta, y) and (x + delta, y)), so it
-    works for any conformal Moon projection; for south polar stereographic k = 2 / (1 - sin(lat))
-    (1 at the pole, 1.072 at 60 deg S). Used to turn map diameters into true diameters.
+    Used to turn map diameters into true diameters (true = map / k).
     """
-    from .crs import MOON_RADIUS_M, xy_to_lonlat
+    from .crs import scale_factor_at
 
-    x = np.asarray(x, dtype="float64")
-    y = np.asarray(y, dtype="float64")
-    lo1, la1 = xy_to_lonlat(x - delta_m, y, crs)
-    lo2, la2 = xy_to_lonlat(x + delta_m, y, crs)
-    p1, p2 = np.radians(la1), np.radians(la2)
-    dl = np.radians(np.asarray(lo2) - np.asarray(lo1))
-    a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    true = 2 * MOON_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        k = (2 * delta_m) / true
-    return np.where(np.isfinite(k) & (k > 0), k, 1.0)
+    return scale_factor_at(x, y, crs)
 
 
 @dataclass

@@ -182,3 +182,21 @@ def standard_polar_crs(crs) -> pyproj.CRS:
     if np.allclose(x1, x2, atol=0.01) and np.allclose(y1, y2, atol=0.01):
         return ref
     return c
+
+
+def scale_factor_at(x, y, crs) -> np.ndarray:
+    """Point scale factor ``k`` (map length / true length on the sphere) at map ``x``, ``y`` (m).
+
+    Polar stereographic on the sphere with k0 = 1 at the pole (either pole): the closed form
+    ``k = 1 + rho^2 / (4 R^2) = 2 / (1 + sin|lat|)`` (Snyder 1987, USGS PP 1395, eq. 21-4): 1 at
+    the pole, 1.0019 at 85 deg, 1.031 at 70 deg, 1.072 at 60 deg. Any other projected Moon CRS:
+    pyproj's ``get_factors`` meridional scale. Returns float64 with the broadcast shape of x, y.
+    """
+    x = np.asarray(x, dtype="float64")
+    y = np.asarray(y, dtype="float64")
+    c = as_crs(crs)
+    if polar_hemisphere(c) is not None:
+        return 1.0 + (x**2 + y**2) / (4.0 * MOON_RADIUS_M**2)
+    xx, yy = np.broadcast_arrays(x, y)
+    lon, lat = xy_to_lonlat(xx, yy, c)
+    return np.asarray(pyproj.Proj(c).get_factors(lon, lat).meridional_scale, dtype="float64")

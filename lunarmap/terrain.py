@@ -25,7 +25,7 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from .crs import MOON_RADIUS_M, as_crs, polar_hemisphere
+from .crs import scale_factor_at
 from .errors import ChipSizeError
 from .layers import register_layer
 
@@ -43,25 +43,13 @@ def _gsd(da: xr.DataArray) -> float:
 def scale_factor(elevation: xr.DataArray) -> xr.DataArray:
     """Map scale factor ``k`` (grid distance / ground distance) at each pixel centre.
 
-    Returns a (y, x) float64 DataArray (numpy-backed; cheap). Polar stereographic (either pole)
-    uses the closed form ``k = 1 + rho^2/(4R^2)``; any other projected CRS uses pyproj's
-    ``get_factors`` (meridional scale) at the pixel centres.
+    Returns a (y, x) float64 DataArray (numpy-backed; cheap); see
+    :func:`lunarmap.crs.scale_factor_at` (closed form for polar stereographic, pyproj otherwise).
     """
     crs = elevation.rio.crs
     x = elevation.x.values[np.newaxis, :]
     y = elevation.y.values[:, np.newaxis]
-    if crs is not None and polar_hemisphere(crs) is not None:
-        k = 1.0 + (x**2 + y**2) / (4.0 * MOON_RADIUS_M**2)
-    elif crs is not None:  # pragma: no cover - non-polar grids are rare here
-        import pyproj
-
-        from .crs import xy_to_lonlat
-
-        xx, yy = np.broadcast_arrays(x, y)
-        lon, lat = xy_to_lonlat(xx, yy, crs)
-        k = pyproj.Proj(as_crs(crs)).get_factors(lon, lat).meridional_scale
-    else:
-        k = np.ones((y.size, x.size))
+    k = scale_factor_at(x, y, crs) if crs is not None else np.ones((y.size, x.size))
     return xr.DataArray(np.broadcast_to(k, (y.size, x.size)).copy(), dims=("y", "x"), coords={"y": elevation.y, "x": elevation.x})
 
 

@@ -62,3 +62,19 @@ def test_unknown_datum_lola_file_is_recognised_and_normalised(shackleton_path):
     assert polar_hemisphere(c) == "south"
     assert standard_polar_crs(c).to_authority() == ("IAU_2015", "30135")
     assert polar_hemisphere("IAU_2015:30130") == "north"
+
+
+def test_scale_factor_closed_form_matches_measured_distortion():
+    from lunarmap.crs import MOON_RADIUS_M, scale_factor_at
+
+    for crs, lat in (("IAU_2015:30135", -62.0), ("IAU_2015:30130", 75.0)):
+        x, y = lonlat_to_xy(40.0, lat, crs)
+        k = scale_factor_at(x, y, crs)
+        assert k == pytest.approx(2.0 / (1.0 + np.sin(np.radians(abs(lat)))), rel=1e-9)
+        # measured: a 100 m map step along x is 100/k m on the sphere
+        lo1, la1 = xy_to_lonlat(x - 50.0, y, crs)
+        lo2, la2 = xy_to_lonlat(x + 50.0, y, crs)
+        p1, p2, dl = np.radians(la1), np.radians(la2), np.radians(lo2 - lo1)
+        a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+        true = 2 * MOON_RADIUS_M * np.arcsin(np.sqrt(a))
+        assert 100.0 / true == pytest.approx(k, rel=1e-6)
