@@ -76,8 +76,19 @@ def _split(names: Optional[str]) -> Optional[list[str]]:
 
 
 def _layer_options(far_field: str, observer_height: Optional[float], start: Optional[str] = None,
-                   end: Optional[str] = None, step: Optional[float] = None, n_azimuths: Optional[int] = None) -> dict:
+                   end: Optional[str] = None, step: Optional[float] = None, n_azimuths: Optional[int] = None,
+                   products: Optional[list[str]] = None) -> dict:
     opts: dict = {"far_field": far_field}
+    if products:
+        prod = {}
+        for item in products:
+            name, sep, path = item.partition("=")
+            if not sep or not name.strip() or not path.strip():
+                raise LunarmapError(
+                    f"--illumination-product takes LAYER=PATH (e.g. illumination_fraction=AVGVISIB_85S_060M.TIF), got {item!r}."
+                )
+            prod[name.strip()] = path.strip()
+        opts["illumination_products"] = prod
     for key, val in (("observer_height_m", observer_height), ("start", start), ("end", end),
                      ("step_hours", step), ("n_azimuths", n_azimuths)):
         if val is not None:
@@ -90,13 +101,14 @@ StartOpt = typer.Option(None, "--start", help="Illumination window start, UTC (d
 EndOpt = typer.Option(None, "--end", help="Illumination window end, UTC (default 2043-08-12).")
 StepOpt = typer.Option(None, "--step", help="Illumination time step in hours (default 6).")
 NazOpt = typer.Option(None, "--n-azimuths", help="Horizon azimuths (default 360).")
+ProductOpt = typer.Option(None, "--illumination-product", help="Use a NASA product instead of computing a layer: LAYER=PATH, LAYER one of illumination_fraction (GDRVIS AVGVISIB), earth_visibility_fraction (AVGVISIB_*_EARTH), psr (GDRPSR LPSR). Repeatable.")
 
 
 @app.command()
 @handle_errors
 def rank(
     dem: Optional[Path] = DemOpt,
-    sites: Optional[Path] = typer.Option(None, "--sites", help="GeoJSON/GeoPackage (points or polygons, 'name' property) or CSV (lat, lon, name[, radius_m, label]). Default: NASA Artemis III regions overlapping the DEM."),
+    sites: Optional[str] = typer.Option(None, "--sites", help="GeoJSON/GeoPackage (points or polygons, 'name' property) or CSV (lat, lon, name[, radius_m, label]); 'dem' fills the whole DEM with pads. Default: NASA Artemis III regions overlapping the DEM."),
     out: Path = OutOpt,
     grid: str = typer.Option("auto", "--grid", help="Fill polygon sites with landing pads every SPACING metres; 'auto' (about 300 pads) or 0 to rank polygons whole."),
     pad_radius: float = typer.Option(100.0, "--pad-radius", help="Landing pad radius (m)."),
@@ -107,6 +119,7 @@ def rank(
     end: Optional[str] = EndOpt,
     step: Optional[float] = StepOpt,
     n_azimuths: Optional[int] = NazOpt,
+    illumination_product: Optional[list[str]] = ProductOpt,
     slope_max: float = typer.Option(8.0, "--slope-max", help="Lander slope limit over the pad (deg; HLS 8)."),
     slope_clearance: float = typer.Option(100.0, "--slope-clearance", help="Required distance from steeper ground (m; HLS 100)."),
     sun_min: float = typer.Option(0.33, "--sun-min", help="Minimum illumination fraction (HLS 0.33)."),
@@ -137,7 +150,7 @@ def rank(
         layers=_split(layers),
         constraints=LanderConstraints(slope_max_deg=slope_max, slope_clearance_m=slope_clearance, illumination_min=sun_min, earth_visibility_min=earth_min),
         labels_column=labels_column,
-        layer_options=_layer_options(far_field, observer_height, start, end, step, n_azimuths),
+        layer_options=_layer_options(far_field, observer_height, start, end, step, n_azimuths, illumination_product),
         scheduler=scheduler,
         write_map=not no_map,
         write_layers=not no_layers,
@@ -172,6 +185,7 @@ def layers(
     end: Optional[str] = EndOpt,
     step: Optional[float] = StepOpt,
     n_azimuths: Optional[int] = NazOpt,
+    illumination_product: Optional[list[str]] = ProductOpt,
     scheduler: Optional[str] = SchedOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -185,7 +199,7 @@ def layers(
     from .sites import default_dem_path
 
     names = _split(layers) or []
-    files = run_layers(dem or default_dem_path(), names, out, layer_options=_layer_options(far_field, observer_height, start, end, step, n_azimuths), scheduler=scheduler, quiet=quiet)
+    files = run_layers(dem or default_dem_path(), names, out, layer_options=_layer_options(far_field, observer_height, start, end, step, n_azimuths, illumination_product), scheduler=scheduler, quiet=quiet)
     for k, p in files.items():
         Console().print(f"{k.split(':', 1)[-1]}: {p}")
 

@@ -108,10 +108,16 @@ def prepare_sites(elevation, *, sites_path=None, grid="auto", pad_radius_m=DEFAU
     """Footprints for the job: user sites or the Artemis III regions on the DEM, with the grid rule.
 
     ``grid``: ``"auto"`` (polygons are filled with pads at :func:`auto_grid_spacing`), a number of
-    metres, or ``0``/``None`` (polygons stay whole sites). Returns (footprints, notes).
+    metres, or ``0``/``None`` (polygons stay whole sites). ``sites_path="dem"`` fills the whole DEM
+    with pads. Returns (footprints, notes).
     """
     notes = []
-    if sites_path is None:
+    if sites_path is not None and str(sites_path).lower() == "dem":
+        area = float(_dem_box(elevation).area)
+        spacing = _grid_value(grid, area, pad_radius_m) or auto_grid_spacing(area, pad_radius_m)
+        fps = build_footprints(None, elevation, pad_radius_m=pad_radius_m, grid_spacing_m=spacing)
+        notes.append("Candidate sites: landing pads over the whole DEM (--sites dem).")
+    elif sites_path is None:
         probe = default_footprints(elevation, pad_radius_m=pad_radius_m)
         used = probe.attrs.get("regions_used", [])
         regions_area = float(probe.geometry.intersection(_dem_box(elevation)).area.sum())

@@ -149,3 +149,36 @@ def test_rank_writes_an_offline_map_with_the_sites(ranked):
     assert "slope" in html
     # outputs are readable by others (atomic writes must not leave mkstemp's 0600)
     assert (out / "map.html").stat().st_mode & 0o044 == 0o044
+
+
+def test_layers_from_a_nasa_illumination_product(tmp_path, zoom_path):
+    """A GDRVIS-style AVGVISIB raster (DN x 0.00004) replaces the computed layer (no horizons)."""
+    with rasterio.open(zoom_path) as src:
+        profile = src.profile
+        shape = (src.height, src.width)
+    dn = np.full(shape, 15000, dtype="uint16")  # 0.6 of the time
+    dn[:10, :10] = 5000  # 0.2
+    profile.update(dtype="uint16", nodata=None)
+    prod = tmp_path / "AVGVISIB_TEST.TIF"
+    with rasterio.open(prod, "w", **profile) as dst:
+        dst.write(dn, 1)
+    r = runner.invoke(app, ["layers", "--dem", str(zoom_path), "--layers", "illumination_fraction", "--out", str(tmp_path / "o"),
+                            "-q", "--illumination-product", f"illumination_fraction={prod}"])
+    assert r.exit_code == 0, r.output
+    with rasterio.open(tmp_path / "o" / "illumination_fraction.tif") as ds:
+        v = ds.read(1)
+    assert np.nanmedian(v) == pytest.approx(0.6, abs=1e-6)
+    assert v[2, 2] == pytest.approx(0.2, abs=1e-6)
+    r = runner.invoke(app, ["layers", "--dem", str(zoom_path), "--layers", "illumination_fraction", "--out", str(tmp_path / "o2"),
+                            "--illumination-product", "no-equals-sign"])
+    assert r.exit_code == 2 and "LAYER=PATH" in r.output
+
+
+def test_rank_whole_dem_on_a_5m_landing_scale_dem(tmp_path, tiles):
+    dem = tiles / "NPB_final_adj_5mpp_surf_piece_1km_2_12.tif"
+    r = runner.invoke(app, ["rank", "--dem", str(dem), "--sites", "dem", "--layers", "slope,roughness", "--out", str(tmp_path), "-q", "--no-map", "--no-layers"])
+    assert r.exit_code == 0, r.output
+    t = pd.read_csv(tmp_path / "ranking.csv")
+    assert len(t) >= 9 and (t["kind"] == "pad").all()
+    # at 5 m a 100 m pad covers hundreds of pixels: pad-scale slopes, not regional ones
+    assert t["n_pixels"].min() > 500
