@@ -77,10 +77,17 @@ def _compute(obj, *, label: str, quiet: bool, client=None):
         return fut.result()
     if quiet:
         return obj.compute()
-    from dask.diagnostics import ProgressBar
+    import sys
 
     _log(f"[bold]{label}[/bold]", quiet)
-    with ProgressBar(minimum=1.0):
+    if not sys.stderr.isatty():  # logs and pipes get start/end lines, not a redrawn bar
+        t = time.perf_counter()
+        res = obj.compute()
+        _log(f"  done in {time.perf_counter() - t:.1f} s", quiet)
+        return res
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(minimum=1.0, out=sys.stderr):
         return obj.compute()
 
 
