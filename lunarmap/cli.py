@@ -110,7 +110,7 @@ def rank(
     dem: Optional[Path] = DemOpt,
     sites: Optional[str] = typer.Option(None, "--sites", help="GeoJSON/GeoPackage (points or polygons, 'name' property) or CSV (lat, lon, name[, radius_m, label]); 'dem' fills the whole DEM with pads. Default: NASA Artemis III regions overlapping the DEM."),
     out: Path = OutOpt,
-    grid: str = typer.Option("auto", "--grid", help="Fill polygon sites with landing pads every SPACING metres; 'auto' (about 300 pads) or 0 to rank polygons whole."),
+    grid: str = typer.Option("auto", "--grid", help="Fill polygon sites with landing pads every SPACING metres; 'auto' (about 1000 pads) or 0 to rank polygons whole."),
     pad_radius: float = typer.Option(100.0, "--pad-radius", help="Landing pad radius (m)."),
     layers: Optional[str] = typer.Option(None, "--layers", help="Comma-separated layers to compute (default: all default layers; see `lunarmap list-layers`)."),
     far_field: str = FarFieldOpt,

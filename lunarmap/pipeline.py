@@ -92,8 +92,8 @@ def _compute(obj, *, label: str, quiet: bool, client=None):
 
 
 def auto_grid_spacing(area_m2: float, pad_radius_m: float) -> float:
-    """Pad spacing for ``--grid auto``: about 300 pads over the candidate area, 2 pad radii to 2 km, 50 m steps."""
-    s = math.sqrt(max(area_m2, 1.0) / 300.0)
+    """Pad spacing for ``--grid auto``: about 1000 pads over the candidate area, 2 pad radii to 2 km, 50 m steps."""
+    s = math.sqrt(max(area_m2, 1.0) / 1000.0)
     s = min(max(s, 2.0 * pad_radius_m), 2000.0)
     return float(max(50.0, round(s / 50.0) * 50.0))
 

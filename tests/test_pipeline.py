@@ -25,6 +25,6 @@ def test_far_field_auto_picks_the_covering_regional_dem(shackleton_path, tiles):
 
 
 def test_auto_grid_spacing_bounds():
-    assert auto_grid_spacing(225e6, 100.0) == 850.0  # one 15 km region: ~300 pads
+    assert auto_grid_spacing(225e6, 100.0) == 450.0  # one 15 km region: ~1000 pads
     assert auto_grid_spacing(1e6, 100.0) == 200.0  # 1 km^2: pads may not overlap (2 radii)
     assert auto_grid_spacing(1e12, 100.0) == 2000.0
