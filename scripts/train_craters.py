@@ -57,7 +57,7 @@ def log(msg: str) -> None:
 def make_data(n: int, start: int, args):
     """(elevation, rim_mask, gsd, crater tables) of ``n`` chips from index ``start``."""
     chips = list(synth.synth_dataset(n, size=args.chip, gsd_range=tuple(args.gsd_range), seed=args.seed,
-                                     start=start))
+                                     start=start, label_max_degradation=args.label_max_degradation))
     return (*synth.stack_chips(chips), [c.craters for c in chips])
 
 
@@ -187,6 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--crop", type=int, default=128, help="side of the random training crops, px (multiple of 32)")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--gsd-range", type=float, nargs=2, default=(20.0, 500.0))
+    ap.add_argument("--label-max-degradation", type=float, default=0.15,
+                    help="label rims of craters with degradation kappa*t/R^2 <= this (synth.synth_crater_chip)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=cm.WEIGHTS_PATH)
@@ -203,7 +205,8 @@ def main(argv=None) -> int:
 
     log(f"generating {args.n_train} training + {args.n_val} validation chips ({args.chip} px, seed {args.seed})")
     cache = args.data_cache
-    key = f"{args.n_train}-{args.n_val}-{args.chip}-{args.gsd_range[0]}-{args.gsd_range[1]}-{args.seed}"
+    key = (f"{args.n_train}-{args.n_val}-{args.chip}-{args.gsd_range[0]}-{args.gsd_range[1]}-{args.seed}"
+           f"-{args.label_max_degradation}")
     if cache is not None and cache.is_file() and str(np.load(cache)["key"]) == key:
         d = np.load(cache)
         tr_e, tr_m, tr_g = d["tr_e"], d["tr_m"], d["tr_g"]
@@ -261,7 +264,9 @@ def main(argv=None) -> int:
             "chip_px": args.chip, "gsd_range_m": list(args.gsd_range), "gsd_sampling": "log-uniform",
             "crater_diameter_px_rendered": [3.0, 128.0], "crater_diameter_px_labelled_min": 5.0,
             "trained_for_diameters_px": [5, 110],
-            "label": "rim ring |dist - R(theta)| <= 1 px for craters >= 5 px with degradation kappa*t/R^2 <= 0.15",
+            "label": ("rim ring |dist - R(theta)| <= 1 px for craters >= 5 px with degradation kappa*t/R^2 <= "
+                      f"{args.label_max_degradation} (overprinted rim parts removed: partial rims kept)"),
+            "label_max_degradation": args.label_max_degradation,
             "n_train": args.n_train, "n_val": args.n_val, "seed": args.seed,
             "train_indices": [0, args.n_train], "val_indices": [VAL_START, VAL_START + args.n_val],
             "augmentation": "8 dihedral transforms of the elevation before computing inputs",
