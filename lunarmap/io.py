@@ -95,7 +95,7 @@ def open_dem(
             f"stereographic Moon CRS first (gdalwarp -tr GSD GSD)."
         )
     try:
-        da = rioxarray.open_rasterio(p, chunks=chunks if chunks is not None else None, masked=True)
+        da = rioxarray.open_rasterio(p, chunks=chunks, masked=True)
     except Exception as exc:  # rasterio raises several types for corrupt files
         raise InputFileError(f"Cannot read pixel data from {p} ({exc}). The file may be corrupt.") from exc
     da = da.squeeze("band", drop=True)
@@ -186,6 +186,16 @@ def elevation_from_array(
     return da
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# read once at import: os.umask can only be read by setting it, which is not thread-safe
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
@@ -200,10 +210,8 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         # mkstemp creates 0600 files; give outputs the usual permissions (0666 minus umask)
-        umask = os.umask(0)
-        os.umask(umask)
         if os.path.exists(tmp):
-            os.chmod(tmp, 0o666 & ~umask)
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

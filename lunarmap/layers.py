@@ -198,7 +198,9 @@ def compute_layers(
     Returns
     -------
     xarray.Dataset
-        ``elevation`` plus each requested layer (and its dependencies), lazy (Dask).
+        ``elevation``, each requested layer and the dependencies that are site features, lazy
+        (Dask). ``attrs["layers_computed"]`` names every layer in the graph, intermediates such
+        as ``horizon`` included.
 
     Raises
     ------
@@ -207,14 +209,20 @@ def compute_layers(
     """
     ctx = LayerContext(elevation=elevation, options=dict(options))
     names = default_layers() if names is None else list(names)
+    specs = load_providers()
     out = {"elevation": elevation}
     for n in names:
         out[n] = ctx.get(n)
-    # include dependencies that were computed anyway (they are features too)
+    # dependencies computed on the way are kept when they are site features (2-D, with stats);
+    # intermediate cubes such as ``horizon`` stay lazy inside their consumers' graphs instead of
+    # being materialised and written
     for n, da in ctx._cache.items():
-        out.setdefault(n, da)
+        spec = specs.get(n)
+        if n not in out and spec is not None and (spec.stats or spec.fractions):
+            out[n] = da
     ds = xr.Dataset(out)
     if elevation.rio.crs is not None:
         ds = ds.rio.write_crs(elevation.rio.crs)
     ds.attrs["gsd"] = elevation.attrs.get("gsd")
+    ds.attrs["layers_computed"] = sorted(ctx._cache)  # every layer in the graph, intermediates included
     return ds

@@ -266,10 +266,10 @@ def run_rank(
     names = list(layers) if layers else default_layers()
     layer_options = dict(layer_options or {})
     layer_options["far_field"], ff_note = resolve_far_field(elevation, layer_options.get("far_field", "auto"))
-    if _needs_horizon(names):
+    lazy = compute_layers(elevation, names, **layer_options)
+    if "horizon" in lazy.attrs["layers_computed"]:
         notes.append(ff_note)
         _log(ff_note, quiet)
-    lazy = compute_layers(elevation, names, **layer_options)
     timings["setup_s"] = time.perf_counter() - t0
     with dask_scheduler(scheduler) as client:
         t = time.perf_counter()
@@ -377,11 +377,6 @@ def write_layers_dir(ds: xr.Dataset, out: Path, *, names=None, quiet: bool = Fal
     return files
 
 
-def _needs_horizon(names) -> bool:
-    return any(n in ("horizon", "illumination_fraction", "longest_night", "psr", "earth_visibility_fraction",
-                     "sun_earth_fraction", "distance_to_psr") for n in names)
-
-
 def run_layers(dem, names: list[str], out_dir, *, layer_options=None, scheduler=None, quiet=False) -> dict[str, Path]:
     """Compute the named layers on ``dem`` and write ``out_dir/NAME.tif`` for each (COG).
 
@@ -390,9 +385,9 @@ def run_layers(dem, names: list[str], out_dir, *, layer_options=None, scheduler=
     elevation = open_dem(dem)
     layer_options = dict(layer_options or {})
     layer_options["far_field"], ff_note = resolve_far_field(elevation, layer_options.get("far_field", "auto"))
-    if _needs_horizon(names):
-        _log(ff_note, quiet)
     lazy = compute_layers(elevation, names, **layer_options)
+    if "horizon" in lazy.attrs["layers_computed"]:
+        _log(ff_note, quiet)
     with dask_scheduler(scheduler) as client:
         ds = _compute(lazy[[n for n in names]], label=f"Computing {', '.join(names)}", quiet=quiet, client=client)
     ds = ds.rio.write_crs(elevation.rio.crs)

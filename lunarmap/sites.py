@@ -203,8 +203,6 @@ def build_footprints(
     crs = check_moon_crs(elevation.rio.crs, what="DEM")
     dem_poly = dem_bounds_polygon(elevation)
     if sites is None:
-        import geopandas as gpd
-
         sites = gpd.GeoDataFrame({"name": ["DEM"], "site_id": ["dem"]}, geometry=[dem_poly], crs=crs)
     sites = sites.to_crs(crs)
     extra_cols = [c for c in sites.columns if c not in ("geometry", "name", "site_id", "kind", "region", "status")]

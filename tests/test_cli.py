@@ -45,12 +45,13 @@ def test_rank_default_outputs_content(ranked):
     # pass/fail agree with the features and thresholds
     ok = ranked_rows["slope_max_within_100m"] <= 8.0
     assert (ranked_rows["pass_slope"].astype(str).str.lower() == ok.astype(str).str.lower()).all()
-    best = ranked_rows.iloc[0]
     assert 0.0 <= ranked_rows["score"].min() and ranked_rows["score"].max() <= 1.0
     assert ranked_rows["top_factors"].str.contains("slope").any()
-    # feasible first
+    # feasible = every evaluated constraint passes, and feasible sites rank first
     feas = ranked_rows["feasible"].astype(str).str.lower() == "true"
-    if feas.any() and (~feas).any():
+    passes = ranked_rows[["pass_slope", "pass_illumination", "pass_earth_visibility"]].astype(str).apply(lambda c: c.str.lower() == "true")
+    assert (feas == passes.all(axis=1)).all()
+    if feas.any() and (~feas).any():  # unconditional ordering check: test_features_ranking.py
         assert ranked_rows.loc[feas, "rank"].max() < ranked_rows.loc[~feas, "rank"].min()
     run = json.loads((out / "run.json").read_text())
     assert run["n_ranked"] == len(ranked_rows)
@@ -65,6 +66,9 @@ def test_rank_default_outputs_content(ranked):
 
 def test_rank_layers_are_moon_cogs(ranked):
     out, _ = ranked
+    names = {p.stem for p in (out / "layers").glob("*.tif")}
+    assert {"slope", "illumination_fraction", "psr", "earth_visibility_fraction"} <= names
+    assert "horizon" not in names  # an intermediate: not materialised or written unless asked for
     with rasterio.open(out / "layers" / "slope.tif") as ds:
         assert "Moon" in ds.crs.to_wkt() and ds.units == ("deg",)
         s = ds.read(1)
@@ -143,7 +147,7 @@ def test_rank_writes_an_offline_map_with_the_sites(ranked):
     out, _ = ranked
     html = (out / "map.html").read_text()
     assert external_resources(html) == []  # works with no network
-    assert "L.CRS.Simple" in html or "Simple" in html  # polar plane, not Web Mercator
+    assert "L.CRS.Simple" in html  # polar plane in map metres, not Web Mercator
     t = pd.read_csv(out / "ranking.csv")
     assert str(t.loc[t["rank"] == 1, "name"].iloc[0]) in html
     assert "slope" in html

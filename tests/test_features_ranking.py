@@ -125,3 +125,26 @@ def test_no_evaluable_site_is_an_error(two_slopes):
     far = build_footprints(gpd.GeoDataFrame({"name": ["far"], "site_id": ["far"]}, geometry=[Point(1e6, 1e6)], crs=two_slopes.rio.crs), two_slopes)
     with pytest.raises(RankingError, match="No site can be evaluated"):
         rank_sites(far, site_features(ds, far))
+
+
+def test_intermediate_layers_stay_out_of_the_dataset(two_slopes):
+    """A dependency without site statistics (like ``horizon``) is computed inside its consumer's
+    graph but not put in the Dataset, so it is neither materialised nor written."""
+    @register_layer("test_cube", units="m", long_name="intermediate (test)", stats=(), default=False)
+    def _cube(ctx):
+        return ctx.elevation * 2.0
+
+    @register_layer("test_uses_cube", units="m", long_name="consumer (test)", requires=("test_cube",), stats=("mean",), default=False)
+    def _user(ctx):
+        return ctx.get("test_cube") + 1.0
+
+    try:
+        ds = compute_layers(two_slopes, ["test_uses_cube", "slope"])
+        assert "test_cube" not in ds.data_vars and "test_uses_cube" in ds.data_vars
+        assert "test_cube" in ds.attrs["layers_computed"]
+        np.testing.assert_allclose(ds["test_uses_cube"].values, two_slopes.values * 2.0 + 1.0)
+        asked = compute_layers(two_slopes, ["test_cube"])
+        assert "test_cube" in asked.data_vars  # asked for explicitly: kept
+    finally:
+        LAYERS.pop("test_cube", None)
+        LAYERS.pop("test_uses_cube", None)
