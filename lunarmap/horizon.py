@@ -22,6 +22,12 @@ small-angle curvature correction; against the exact spherical formula it differs
 polar stereographic the scale factor is ``2 / (1 + sin|lat|)``, 1.0019 at 85 deg, 1.0076 at 80 deg,
 so distances are overestimated by that factor (angles of distant targets change by < 1 %).
 
+Far field: a coarser regional DEM continues every ray that leaves the tile. Mosaics of the same
+terrain may sit on different vertical datums, so the far field is levelled to the tile first (its
+median height difference over the tile footprint is removed, :func:`_far_field_offset`), and a
+ray that leaves the tile at once starts in the far field one tile pixel out (closer, the far
+field's own metre-level height error divided by a vanishing distance would give +-90 deg).
+
 The reference: exact on the bilinear surface
 --------------------------------------------
 The DEM is the bilinear interpolant of its pixel centres. A ray leaving the observer is walked
@@ -367,7 +373,10 @@ def _pixel_ray(z, zf, fast, pyr, offs, widths, nlev, pyrf, offsf, widthsf, nlevf
     best = _march(z, fast, pyr, offs, widths, nlev, zall, px, py, ux, uy, g, 0.0, dmax, zobs, inv2r, best)
     if has_far:
         t0, t1 = _slab(px, py, ux, uy, nx - 1.0, ny - 1.0)
-        dne = t1 * g  # distance (m) where the ray leaves the near DEM
+        # distance (m) where the ray leaves the near DEM; a ray leaving at once (outermost pixels
+        # looking out) starts one near pixel out, where the far field's own height error is no
+        # longer divided by a vanishing distance (tan(e) = (z - z0)/d)
+        dne = max(t1 * g, g)
         if dne < dmax:
             fpx = fx0 + j * fsxr  # observer in far-field pixel coords
             fpy = fy0 + i * fsyr
@@ -1053,6 +1062,32 @@ def _check_same_crs(near: xr.DataArray, far: xr.DataArray) -> None:
         )
 
 
+def _far_field_offset(z: np.ndarray, zf: np.ndarray, far: tuple, max_samples: int = 250_000) -> float:
+    """Median height difference (m) far field minus DEM over the DEM's footprint (0 if < 100 pixels overlap).
+
+    Regional mosaics and high-resolution tiles of the same terrain can sit on different vertical
+    datums (the embedded Shackleton 200 m tile is ~133 m below the 480 m LOLA LDEM, median over
+    the tile). Uncorrected, the far field then starts with a wall (or a ditch) of that height at the
+    DEM edge, which raises (or lowers) every horizon looking out of the tile. The median is robust
+    to the resolution differences (rims and crater floors smoothed at the far-field GSD), which
+    average out over the footprint. ``far = (fx0, fy0, fsxr, fsyr)``: DEM pixel (i, j) is at far-field
+    pixel (fy0 + i fsyr, fx0 + j fsxr).
+    """
+    from scipy.ndimage import map_coordinates
+
+    ny, nx = z.shape
+    step = max(1, int(math.ceil(math.sqrt(ny * nx / max_samples))))
+    ii, jj = np.mgrid[0:ny:step, 0:nx:step]
+    fx0, fy0, fsxr, fsyr = far
+    zfs = map_coordinates(zf, [fy0 + ii * fsyr, fx0 + jj * fsxr], order=1, mode="constant", cval=np.nan,
+                          prefilter=False)
+    d = zfs - z[ii, jj]
+    d = d[np.isfinite(d)]
+    if d.size < 100:
+        return 0.0
+    return float(np.median(d))
+
+
 class _Prepared:
     """Everything the kernels need, from numpy arrays (built once per graph, shared by chunk tasks)."""
 
@@ -1096,10 +1131,14 @@ class _Prepared:
                 (g.x0 - fgrid.x0) / fgrid.sx, (g.y0 - fgrid.y0) / fgrid.sy,
                 g.sx / fgrid.sx, g.sy / fgrid.sy, fgrid.g, float(np.sign(fgrid.sx)), float(np.sign(fgrid.sy)),
             )
+            self.far_offset_m = _far_field_offset(self.z, self.zf, self.far[:4])
+            if self.far_offset_m != 0.0:
+                self.zf = self.zf - self.far_offset_m
             self.pyrf = max_pyramid(self.zf)
             zmax = max(zmax, np.nanmax(self.zf))
         else:
             self.zf = np.zeros((2, 2))
+            self.far_offset_m = 0.0
             self.has_far = False
             self.far = (0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0)
             self.pyrf = max_pyramid(self.zf)
@@ -1229,6 +1268,40 @@ def horizon_numpy(
     return prep.run(r0, r1, c0, c1, method=method, threads=threads)
 
 
+def far_field_offset(elevation: xr.DataArray, far_field: xr.DataArray) -> float:
+    """Vertical offset (m) of a far-field DEM relative to a DEM: median of (far field - DEM).
+
+    The median is taken over the DEM's pixels (subsampled to <= 250 000) with the far field
+    interpolated bilinearly at their centres; NaN pixels are ignored. :func:`horizon_map`
+    subtracts it from the far field before use (see the module docstring); call this to level a
+    far field you stitch or inspect yourself.
+
+    Parameters
+    ----------
+    elevation, far_field : xarray.DataArray, dims ("y", "x")
+        Heights (m) on regular square-pixel grids in the same projected Moon CRS.
+
+    Returns
+    -------
+    float
+        Offset in metres (positive: the far field is higher); 0.0 when fewer than 100 pixels
+        overlap.
+
+    Raises
+    ------
+    LunarmapError, CRSError
+        Bad dims or grids; the two DEMs in different CRSs.
+    """
+    elevation = _as_dem(elevation, "elevation")
+    far_field = _as_dem(far_field, "far-field DEM")
+    _check_same_crs(elevation, far_field)
+    g = _Grid(elevation.x.values, elevation.y.values, "DEM")
+    f = _Grid(far_field.x.values, far_field.y.values, "far-field DEM")
+    far = ((g.x0 - f.x0) / f.sx, (g.y0 - f.y0) / f.sy, g.sx / f.sx, g.sy / f.sy)
+    return _far_field_offset(np.asarray(elevation.values, dtype=np.float64),
+                             np.asarray(far_field.values, dtype=np.float64), far)
+
+
 def _prepare_from_arrays(z, x, y, zf, fx, fy, kw):
     return _Prepared(z, x, y, zf, fx, fy, **kw)
 
@@ -1260,7 +1333,11 @@ def horizon_map(
     far_field : xarray.DataArray, dims ("y", "x"), optional
         Coarser regional DEM in the *same CRS* (e.g. ``tiles/lola_ldem80s_480m_south_pole_250km.tif``),
         sampled where rays have left ``elevation``, so a small tile still sees distant mountains.
-        NaN holes *inside* ``elevation`` are not filled from it (their cells are ignored).
+        NaN holes *inside* ``elevation`` are not filled from it (their cells are ignored). It is
+        first levelled to ``elevation``: the median of (far field - DEM) over the DEM's footprint
+        is subtracted (the embedded Shackleton tile sits ~133 m below the LOLA LDEMs; unlevelled,
+        the far field would begin with a 133 m wall at the tile edge). Rays that leave the DEM at
+        once (outermost pixels looking out) start in the far field one DEM pixel out.
     observer_height_m : float, default 0
         Observer (e.g. solar panel, mast) height above the ground (m).
     max_distance_m : float, optional
@@ -1360,6 +1437,7 @@ def horizon_map(
             "long_name": "horizon elevation angle (Moon curvature included)",
             "observer_height_m": float(observer_height_m),
             "method": method,
+            "far_field": "none" if far_field is None else "levelled to the DEM (median offset removed)",
         },
     )
     for c in elevation.coords:

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from lunarmap import illumination as I  # noqa: E402
 from lunarmap.crs import lonlat_to_xy, xy_to_lonlat  # noqa: E402
-from lunarmap.horizon import horizon_map  # noqa: E402
+from lunarmap.horizon import far_field_offset, horizon_map  # noqa: E402
 from lunarmap.io import open_dem  # noqa: E402
 
 TILES = ROOT / "tiles"
@@ -69,7 +69,10 @@ class Timer:
 
 def stitch(fine: xr.DataArray, coarse: xr.DataArray, *, half_width_m: float | None = None) -> xr.DataArray:
     """A far-field DEM on ``fine``'s grid (pixel size and phase) extended over ``coarse``'s extent
-    (or ±half_width_m): ``fine`` where it has data, ``coarse`` bilinearly interpolated elsewhere."""
+    (or ±half_width_m): ``fine`` where it has data, ``coarse`` bilinearly interpolated elsewhere,
+    levelled to ``fine`` first (``lunarmap.horizon.far_field_offset``: the 200 m Shackleton tile
+    sits ~133 m below the LOLA LDEMs; unlevelled, the stitch would put a wall around it)."""
+    coarse = coarse - far_field_offset(fine, coarse)
     g = float(abs(fine.x[1] - fine.x[0]))
     hw = half_width_m if half_width_m is not None else float(min(abs(coarse.x).max(), abs(coarse.y).max()))
     x0 = float(fine.x[0])

@@ -16,6 +16,7 @@ from lunarmap.crs import MOON_RADIUS_M, NORTH_POLAR_STEREO, SOUTH_POLAR_STEREO
 from lunarmap.errors import CRSError, LunarmapError, NoDataError
 from lunarmap.horizon import (
     azimuth_bins,
+    far_field_offset,
     horizon_brute_force,
     horizon_map,
     horizon_numpy,
@@ -264,3 +265,47 @@ def test_max_distance_cuts_off_distant_terrain():
     cut = horizon_numpy(z, 1000.0, 8, rows=(80, 81), cols=(10, 11), max_distance_m=90_000.0)[east, 0, 0]
     assert seen > 1.0  # the cone at 100 km
     assert -0.01 < cut <= 0.0  # only flat ground within 90 km
+
+
+def _tilted_far_and_near(offset_m, noise_m=0.0, seed=0):
+    """A gently tilted plane with a bump: far field 1 km px, near tile (200 m px) cut from it."""
+    nf = 80
+    yy, xx = np.mgrid[0:nf, 0:nf].astype(float)
+    zf = 20.0 * xx + 1500.0 * np.exp(-((yy - 40) ** 2 + (xx - 62) ** 2) / 20.0)
+    far = elevation_from_array(zf, gsd=1000.0, crs=SOUTH_POLAR_STEREO)
+    # near: 64 x 64 px at 200 m, far pixels 30..42.6 -> sampled bilinearly from the far field
+    n = 64
+    fr = 30.0 + np.arange(n) * 0.2
+    ii, jj = np.meshgrid(fr, fr, indexing="ij")
+    zn = map_coordinates(zf, [ii, jj], order=1) - offset_m
+    zn += np.random.default_rng(seed).normal(0.0, noise_m, zn.shape) if noise_m else 0.0
+    near = elevation_from_array(zn, gsd=200.0, crs=SOUTH_POLAR_STEREO)
+    near = near.assign_coords(x=far.x.values[30] + np.arange(n) * 200.0, y=far.y.values[30] - np.arange(n) * 200.0)
+    return near, far
+
+
+def test_far_field_on_another_vertical_datum_is_levelled_to_the_dem():
+    # the same terrain, the tile 150 m lower than the regional mosaic (the embedded Shackleton tile
+    # sits ~133 m below the LOLA LDEMs): without levelling the far field would start with a
+    # 150 m wall at the tile edge
+    same, far = _tilted_far_and_near(0.0)
+    low, _ = _tilted_far_and_near(150.0)
+    assert far_field_offset(low, far) == pytest.approx(150.0, abs=0.5)
+    assert far_field_offset(same, far) == pytest.approx(0.0, abs=0.5)
+    h_same = horizon_map(same, n_azimuths=16, far_field=far).values
+    h_low = horizon_map(low, n_azimuths=16, far_field=far).values
+    assert np.max(np.abs(h_low - h_same)) < 1e-3
+    # the bump 20 km east of the tile edge is still seen through the far field
+    east = list(azimuth_bins(16)).index(90.0)
+    assert np.nanmin(h_low[east]) > 1.0
+
+
+def test_outermost_pixels_looking_out_get_finite_sane_horizons():
+    # a tile whose heights differ by a few metres from the far field (resolution, noise): rays
+    # leaving the tile at once must not divide that difference by a vanishing distance (+-90 deg)
+    near, far = _tilted_far_and_near(0.0, noise_m=5.0)
+    h = horizon_map(near, n_azimuths=16, far_field=far).values
+    ring = np.concatenate([h[:, 0, :], h[:, -1, :], h[:, :, 0], h[:, :, -1]], axis=1)
+    assert np.isfinite(ring).all()
+    # slope 20 m / km = 1.1 deg; +-5 m noise seen >= 200 m away adds < 1.5 deg; the bump < 5 deg
+    assert np.max(np.abs(ring)) < 10.0
