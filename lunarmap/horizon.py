@@ -1066,8 +1066,9 @@ def _far_field_offset(z: np.ndarray, zf: np.ndarray, far: tuple, max_samples: in
     """Median height difference (m) far field minus DEM over the DEM's footprint (0 if < 100 pixels overlap).
 
     Regional mosaics and high-resolution tiles of the same terrain can sit on different vertical
-    datums (the embedded Shackleton 200 m tile is ~133 m below the 480 m LOLA LDEM, median over
-    the tile). Uncorrected, the far field then starts with a wall (or a ditch) of that height at the
+    datums (the embedded Shackleton 200 m tile sat 133 m below the 480 m LOLA LDEM, median over
+    the tile, until its simulator tangent-plane heights were put back on the sphere,
+    ``scripts/restore_tile_curvature.py``). Uncorrected, the far field then starts with a wall (or a ditch) of that height at the
     DEM edge, which raises (or lowers) every horizon looking out of the tile. The median is robust
     to the resolution differences (rims and crater floors smoothed at the far-field GSD), which
     average out over the footprint. ``far = (fx0, fy0, fsxr, fsyr)``: DEM pixel (i, j) is at far-field
@@ -1143,7 +1144,7 @@ class _Prepared:
             self.far = (0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0)
             self.pyrf = max_pyramid(self.zf)
         self.zall = float(zmax)
-        self.zt = self.zft = None  # transposed copies, made on first use by the hybrid method
+        self._transposed = None  # (z.T, zf.T) contiguous, made on first use by the hybrid method
 
     def run(self, r0, r1, c0, c1, *, method="fast", threads=None,
             near_px=None, spacing_px=None, interp=None, edge_px=None, near_prune=True) -> np.ndarray:
@@ -1168,10 +1169,13 @@ class _Prepared:
             )
         elif method == "hybrid":
             kern = _kernel_hybrid
-            if self.zt is None:
-                self.zt = np.ascontiguousarray(self.z.T)
-                self.zft = np.ascontiguousarray(self.zf.T)
-            args = box + (self.z, self.zt, self.zf, self.zft) + tail + (
+            # one tuple, assigned at once: Dask chunk tasks share this object across threads, and
+            # two separate attributes let a thread see the first set and the second still None
+            tr = self._transposed
+            if tr is None:
+                tr = (np.ascontiguousarray(self.z.T), np.ascontiguousarray(self.zf.T))
+                self._transposed = tr
+            args = box + (self.z, tr[0], self.zf, tr[1]) + tail + (
                 self.hobs, self.inv2r,
                 float(HYBRID_NEAR_PX if near_px is None else near_px),
                 float(HYBRID_LINE_SPACING_PX if spacing_px is None else spacing_px),
@@ -1335,8 +1339,8 @@ def horizon_map(
         sampled where rays have left ``elevation``, so a small tile still sees distant mountains.
         NaN holes *inside* ``elevation`` are not filled from it (their cells are ignored). It is
         first levelled to ``elevation``: the median of (far field - DEM) over the DEM's footprint
-        is subtracted (the embedded Shackleton tile sits ~133 m below the LOLA LDEMs; unlevelled,
-        the far field would begin with a 133 m wall at the tile edge). Rays that leave the DEM at
+        is subtracted (a DEM on another datum, e.g. 133 m below the LOLA LDEMs, would otherwise
+        meet a 133 m wall where the far field begins). Rays that leave the DEM at
         once (outermost pixels looking out) start in the far field one DEM pixel out.
     observer_height_m : float, default 0
         Observer (e.g. solar panel, mast) height above the ground (m).

@@ -70,8 +70,8 @@ class Timer:
 def stitch(fine: xr.DataArray, coarse: xr.DataArray, *, half_width_m: float | None = None) -> xr.DataArray:
     """A far-field DEM on ``fine``'s grid (pixel size and phase) extended over ``coarse``'s extent
     (or ±half_width_m): ``fine`` where it has data, ``coarse`` bilinearly interpolated elsewhere,
-    levelled to ``fine`` first (``lunarmap.horizon.far_field_offset``: the 200 m Shackleton tile
-    sits ~133 m below the LOLA LDEMs; unlevelled, the stitch would put a wall around it)."""
+    levelled to ``fine`` first (``lunarmap.horizon.far_field_offset``; a tile on another datum
+    would otherwise get a wall around it: the embedded tiles now agree with the LDEMs to < 1 m)."""
     coarse = coarse - far_field_offset(fine, coarse)
     g = float(abs(fine.x[1] - fine.x[0]))
     hw = half_width_m if half_width_m is not None else float(min(abs(coarse.x).max(), abs(coarse.y).max()))

@@ -15,9 +15,10 @@ def test_open_real_dem(shackleton_path):
     # rasterio's CRS may not report an authority: compare by name (ENVIRONMENT.md)
     assert "Moon (2015)" in da.rio.crs.to_wkt() and "South Polar" in da.rio.crs.to_wkt()
     v = da.values
-    # provenance table in tiles/README.md: min -3550.3, max 1873.4, mean -362.5
-    assert np.nanmin(v) == pytest.approx(-3550.3, abs=0.5)
-    assert np.nanmax(v) == pytest.approx(1873.4, abs=0.5)
+    # shared data README: min -3550.3, max 1873.4 in the simulator's tangent-plane heights; on the
+    # sphere (rho^2/2R added, tiles/README.md) min -2979.0, max 1956.5
+    assert np.nanmin(v) == pytest.approx(-2979.0, abs=0.5)
+    assert np.nanmax(v) == pytest.approx(1956.5, abs=0.5)
     # pixel-centre coordinates
     assert da.x.values[0] == pytest.approx(-30000 + 100)
     assert da.y.values[0] == pytest.approx(15000 - 100)
