@@ -1062,14 +1062,19 @@ def _check_same_crs(near: xr.DataArray, far: xr.DataArray) -> None:
         )
 
 
+def _far_mapping(g: _Grid, f: _Grid) -> tuple[float, float, float, float]:
+    """``(fx0, fy0, fsxr, fsyr)``: DEM pixel (i, j) sits at far-field pixel (fy0 + i fsyr, fx0 + j fsxr)."""
+    return (g.x0 - f.x0) / f.sx, (g.y0 - f.y0) / f.sy, g.sx / f.sx, g.sy / f.sy
+
+
 def _far_field_offset(z: np.ndarray, zf: np.ndarray, far: tuple, max_samples: int = 250_000) -> float:
     """Median height difference (m) far field minus DEM over the DEM's footprint (0 if < 100 pixels overlap).
 
     Regional mosaics and high-resolution tiles of the same terrain can sit on different vertical
     datums (the embedded Shackleton 200 m tile sat 133 m below the 480 m LOLA LDEM, median over
     the tile, until its simulator tangent-plane heights were put back on the sphere,
-    ``scripts/restore_tile_curvature.py``). Uncorrected, the far field then starts with a wall (or a ditch) of that height at the
-    DEM edge, which raises (or lowers) every horizon looking out of the tile. The median is robust
+    ``scripts/restore_tile_curvature.py``). Uncorrected, the far field then starts with a wall (or
+    a ditch) of that height at the DEM edge, which raises (or lowers) every horizon looking out of the tile. The median is robust
     to the resolution differences (rims and crater floors smoothed at the far-field GSD), which
     average out over the footprint. ``far = (fx0, fy0, fsxr, fsyr)``: DEM pixel (i, j) is at far-field
     pixel (fy0 + i fsyr, fx0 + j fsxr).
@@ -1128,10 +1133,7 @@ class _Prepared:
             fgrid = _Grid(fx, fy, "far-field DEM")
             self.has_far = True
             g = self.grid
-            self.far = (
-                (g.x0 - fgrid.x0) / fgrid.sx, (g.y0 - fgrid.y0) / fgrid.sy,
-                g.sx / fgrid.sx, g.sy / fgrid.sy, fgrid.g, float(np.sign(fgrid.sx)), float(np.sign(fgrid.sy)),
-            )
+            self.far = _far_mapping(g, fgrid) + (fgrid.g, float(np.sign(fgrid.sx)), float(np.sign(fgrid.sy)))
             self.far_offset_m = _far_field_offset(self.z, self.zf, self.far[:4])
             if self.far_offset_m != 0.0:
                 self.zf = self.zf - self.far_offset_m
@@ -1299,9 +1301,8 @@ def far_field_offset(elevation: xr.DataArray, far_field: xr.DataArray) -> float:
     elevation = _as_dem(elevation, "elevation")
     far_field = _as_dem(far_field, "far-field DEM")
     _check_same_crs(elevation, far_field)
-    g = _Grid(elevation.x.values, elevation.y.values, "DEM")
-    f = _Grid(far_field.x.values, far_field.y.values, "far-field DEM")
-    far = ((g.x0 - f.x0) / f.sx, (g.y0 - f.y0) / f.sy, g.sx / f.sx, g.sy / f.sy)
+    far = _far_mapping(_Grid(elevation.x.values, elevation.y.values, "DEM"),
+                       _Grid(far_field.x.values, far_field.y.values, "far-field DEM"))
     return _far_field_offset(np.asarray(elevation.values, dtype=np.float64),
                              np.asarray(far_field.values, dtype=np.float64), far)
 

@@ -286,8 +286,8 @@ def _tilted_far_and_near(offset_m, noise_m=0.0, seed=0):
 
 def test_far_field_on_another_vertical_datum_is_levelled_to_the_dem():
     # the same terrain, the tile 150 m lower than the regional mosaic (the embedded Shackleton tile
-    # sat 133 m below the LOLA LDEMs before its curvature was restored): without levelling the far field would start with a
-    # 150 m wall at the tile edge
+    # sat 133 m below the LOLA LDEMs before its curvature was restored): without levelling the far
+    # field would start with a 150 m wall at the tile edge
     same, far = _tilted_far_and_near(0.0)
     low, _ = _tilted_far_and_near(150.0)
     assert far_field_offset(low, far) == pytest.approx(150.0, abs=0.5)
