@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Evaluate lunarmap's crater detector on REAL LOLA DEMs against REAL crater catalogues.
 
-Cases (data: /work/shared/data, see its README for provenance):
+Cases (Head et al. 2010 and the DEMs ship in tiles/; HKPolyU is read from /work/shared/data or
+$LUNARMAP_SHARED_DATA; provenance in tiles/README.md and the data README):
 
 * ``hkpolyu_1600m``: HKPolyU LU1319381 catalogue (Wang, Wu et al. 2021; D >= 1 km, 60-80 deg S)
   on the LOLA LDEM_256-derived 1600 m south polar DEM, in the 60-80 deg S annulus inside the DEM.
@@ -54,7 +55,7 @@ DATA = Path(os.environ.get("LUNARMAP_SHARED_DATA", "/work/shared/data"))
 DEM_1600 = ROOT / "tiles" / "lola_ldem256_south_polarstereo_1600m.tif"
 DEM_480 = ROOT / "tiles" / "lola_ldem80s_480m_south_pole_250km.tif"
 HKPOLYU = DATA / "craters" / "hkpolyu_LU1319381_craters_60S_80S.csv"
-HEAD = DATA / "craters" / "head2010_craters_ge20km_global.csv"
+HEAD = ROOT / "tiles" / "head2010_craters_ge20km_global.csv"  # shipped copy of DATA/craters/...
 
 DM_XY2, DM_R = 1.8, 1.0  # DeepMoon criteria
 CATALOGUE_COMPLETE_M = {"hkpolyu": 1000.0, "head": 20000.0}

@@ -1,5 +1,10 @@
 #!/usr/bin/env python
-"""Train the crater-rim U-Net from scratch on synthetic DEM chips; write weights + model card.
+"""Train the crater-rim U-Net from scratch on synthetic and real DEM chips; write weights + model card.
+
+Training data: synthetic chips (``lunarmap.synth``) and, with ``--n-real`` > 0, real LOLA chips
+labelled with the Head et al. (2010) catalogue's rims (``lunarmap.catalog_chips``, DeepMoon's
+recipe) from the global 0.25 deg LDEM in ``tiles/``, excluding everything south of 58 deg S so the
+south-polar evaluation (``scripts/eval_craters.py``) stays unseen.
 
 Reproducible: fixed seeds (numpy streams per chip via lunarmap.synth, torch.manual_seed),
 deterministic data order and augmentation. CPU works (the shipped weights were trained on 2 CPU
@@ -33,7 +38,7 @@ from scipy.ndimage import binary_dilation  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lunarmap import synth  # noqa: E402
+from lunarmap import catalog_chips, synth  # noqa: E402
 from lunarmap.io import atomic_path  # noqa: E402
 from lunarmap.models import craters as cm  # noqa: E402
 
@@ -91,17 +96,30 @@ def recall_by_size(prob: np.ndarray, tables, thr: float = 0.5, halfwidth: float 
     return out
 
 
+def make_real_data(n: int, start: int, args):
+    """(elevation, rim_mask, gsd, crater tables) of ``n`` real catalogue chips from index ``start``."""
+    dem = catalog_chips.load_global_dem(args.real_dem)
+    cat = catalog_chips.load_catalogue(args.real_catalogue)
+    chips = list(catalog_chips.catalog_dataset(
+        n, dem, cat, size=args.real_chip, gsd_range=tuple(args.real_gsd_range), seed=args.seed, start=start,
+        exclude_lat_below=args.real_exclude_lat_below, complete_diameter_m=args.real_complete_m))
+    return (np.stack([c.elevation for c in chips]), np.stack([c.rim_mask for c in chips]),
+            np.array([c.gsd for c in chips]), [c.craters for c in chips])
+
+
 def dihedral(a: np.ndarray, k: int) -> np.ndarray:
     """One of the 8 rotations/reflections of the square (k in 0..7) of an (H, W) array."""
     a = np.rot90(a, k % 4)
     return a[:, ::-1] if k >= 4 else a
 
 
-def batch_inputs(elev, mask, gsd, idx, rng, augment: bool, crop: int):
-    """Inputs and targets for chips ``idx``: random dihedral transform and random ``crop``-px window."""
+def batch_inputs(pools, items, rng, augment: bool, crop: int):
+    """Inputs and targets for ``items`` = [(pool, chip index)], ``pools`` = [(elevation, mask, gsd)]:
+    random dihedral transform and random ``crop``-px window."""
     xs, ys = [], []
-    size = elev.shape[-1]
-    for i in idx:
+    for p, i in items:
+        elev, mask, gsd = pools[p]
+        size = elev.shape[-1]
         k = int(rng.integers(0, 8)) if augment else 0
         r0, c0 = (int(v) for v in rng.integers(0, size - crop + 1, 2))
         z = dihedral(elev[i], k)[r0:r0 + crop, c0:c0 + crop]
@@ -189,6 +207,17 @@ def main(argv=None) -> int:
     ap.add_argument("--gsd-range", type=float, nargs=2, default=(20.0, 500.0))
     ap.add_argument("--label-max-degradation", type=float, default=0.15,
                     help="label rims of craters with degradation kappa*t/R^2 <= this (synth.synth_crater_chip)")
+    ap.add_argument("--n-real", type=int, default=0,
+                    help="real LOLA chips labelled with the Head et al. 2010 catalogue (lunarmap.catalog_chips)")
+    ap.add_argument("--n-real-val", type=int, default=60)
+    ap.add_argument("--real-dem", type=Path, default=ROOT / "tiles" / "lola_ldem256_global_eqc_0p25deg.tif")
+    ap.add_argument("--real-catalogue", type=Path, default=ROOT / "tiles" / "head2010_craters_ge20km_global.csv")
+    ap.add_argument("--real-chip", type=int, default=128, help="side of the real chips, px (>= --crop)")
+    ap.add_argument("--real-gsd-range", type=float, nargs=2, default=(5000.0, 15000.0))
+    ap.add_argument("--real-exclude-lat-below", type=float, default=-58.0,
+                    help="no real chip pixel south of this latitude (keeps the south-polar evaluation unseen)")
+    ap.add_argument("--real-complete-m", type=float, default=20000.0,
+                    help="catalogue completeness diameter, m (Head et al. 2010: 20 km)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=cm.WEIGHTS_PATH)
@@ -222,13 +251,26 @@ def main(argv=None) -> int:
     t_data = time.time() - t_start
     log(f"data ready in {t_data:.0f} s; rim pixel fraction train {tr_m.mean():.4f}")
     va_x = np.stack([cm.crater_inputs(z, g) for z, g in zip(va_e, va_g)])
+    pools = [(tr_e, tr_m, tr_g)]
+    if args.n_real > 0:
+        if args.real_chip < args.crop:
+            ap.error("--real-chip must be >= --crop")
+        t_real = time.time()
+        re_e, re_m, re_g, _ = make_real_data(args.n_real, 0, args)
+        rv_e, rv_m, rv_g, rv_t = make_real_data(args.n_real_val, VAL_START, args)
+        rv_x = np.stack([cm.crater_inputs(z, g) for z, g in zip(rv_e, rv_g)])
+        pools.append((re_e, re_m, re_g))
+        log(f"{args.n_real} + {args.n_real_val} real chips in {time.time() - t_real:.0f} s; "
+            f"rim pixel fraction {re_m.mean():.4f}")
+        t_data = time.time() - t_start
+    items_all = [(0, i) for i in range(args.n_train)] + [(1, i) for i in range(max(args.n_real, 0))]
 
     net = cm.build_crater_net(len(cm.INPUT_CHANNELS)).to(args.device)
     n_params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     if args.crop % cm.CHIP_MULTIPLE or args.crop > args.chip:
         ap.error(f"--crop must be a multiple of {cm.CHIP_MULTIPLE} and <= --chip")
-    steps_per_epoch = args.n_train // args.batch
+    steps_per_epoch = len(items_all) // args.batch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps_per_epoch * args.epochs,
                                                 pct_start=0.15)
     bce = torch.nn.BCEWithLogitsLoss()
@@ -273,6 +315,20 @@ def main(argv=None) -> int:
             "training_crop_px": args.crop,
             "validation_chip_px": args.chip,
         },
+        "training_data_real": None if args.n_real <= 0 else {
+            "generator": "lunarmap.catalog_chips.catalog_dataset (DeepMoon recipe: real DEM + catalogue rim rings)",
+            "dem": f"{args.real_dem.name} (sha256 {cm.file_sha256(args.real_dem)})",
+            "catalogue": f"{args.real_catalogue.name} (sha256 {cm.file_sha256(args.real_catalogue)})",
+            "catalogue_complete_diameter_m": args.real_complete_m,
+            "projection": "azimuthal equidistant centred on each chip, random rotation, bilinear resampling",
+            "chip_px": args.real_chip, "gsd_range_m": list(args.real_gsd_range), "gsd_sampling": "log-uniform",
+            "excluded": f"every chip lies entirely north of {args.real_exclude_lat_below} deg latitude "
+                        "(the south-polar evaluation region is never seen)",
+            "label": "rim ring |dist - R| <= 1 px of catalogue craters 5-128 px across",
+            "n_train": args.n_real, "n_val": args.n_real_val, "train_indices": [0, args.n_real],
+            "val_indices": [VAL_START, VAL_START + args.n_real_val],
+            "mixing": "synthetic and real chips shuffled together, each epoch visits every chip once",
+        },
         "training": {
             "epochs": args.epochs, "batch_size": args.batch, "optimizer": "AdamW", "lr_max": args.lr,
             "weight_decay": args.weight_decay, "schedule": "OneCycleLR pct_start=0.15",
@@ -283,7 +339,9 @@ def main(argv=None) -> int:
             "torch_version": torch.__version__,
             "command": "PYTHONPATH=$PWD python scripts/train_craters.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         },
-        "license": "BSD-3-Clause (same as lunarmap); trained only on synthetic data",
+        "license": ("BSD-3-Clause (same as lunarmap); trained on synthetic data" + (
+            " and on NASA LOLA LDEM_256 (public domain) with rims from Head et al. 2010 (Science 329)"
+            if args.n_real > 0 else " only")),
         "references": [
             "Silburt et al. (2019) Lunar crater identification via deep learning. Icarus 317, 27-38.",
             "Ronneberger et al. (2015) U-Net. MICCAI.",
@@ -302,12 +360,12 @@ def main(argv=None) -> int:
     history = []
     for epoch in range(args.epochs):
         net.train()
-        order = rng.permutation(args.n_train)
+        order = rng.permutation(len(items_all))
         t_ep = time.time()
         run_loss = 0.0
         for s in range(steps_per_epoch):
             idx = order[s * args.batch:(s + 1) * args.batch]
-            xb, yb = batch_inputs(tr_e, tr_m, tr_g, idx, rng, augment=True, crop=args.crop)
+            xb, yb = batch_inputs(pools, [items_all[j] for j in idx], rng, augment=True, crop=args.crop)
             xb, yb = torch.from_numpy(xb).to(args.device), torch.from_numpy(yb).to(args.device)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(net(xb), yb)
@@ -328,6 +386,14 @@ def main(argv=None) -> int:
         met_thr = {f"{t:.1f}": rim_metrics(prob, va_m, t)["tolerant1px_f1"] for t in (0.3, 0.4, 0.5, 0.6, 0.7)}
         by_size = recall_by_size(prob, va_t)
         history.append({"epoch": epoch + 1, "seconds": round(time.time() - t_ep, 1), **met})
+        if args.n_real > 0:
+            met_real = rim_metrics(model.predict(rv_x), rv_m)
+            history[-1]["real_val"] = met_real
+            card["metrics_real_val"] = {**met_real, "set": (
+                f"{args.n_real_val} real chips (indices {VAL_START}..) from the same global DEM and catalogue as "
+                "training: other centres/rotations/GSDs, but overlapping terrain, so NOT independent; the "
+                "independent real-data evaluation is scripts/eval_craters.py (south polar cap)")}
+            log(f"real validation (not independent): {met_real}")
         log(f"ring recall by size: {by_size}")
         log(f"epoch {epoch + 1} done in {time.time() - t_ep:.0f} s: val {met}; tolerant F1 by threshold {met_thr}")
         theo, eff = receptive_field(net, len(cm.INPUT_CHANNELS))
