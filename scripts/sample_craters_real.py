@@ -34,7 +34,7 @@ from lunarmap.crs import lonlat_to_xy  # noqa: E402
 from lunarmap.io import open_dem  # noqa: E402
 from lunarmap.models import crater_inputs, load_crater_model  # noqa: E402
 
-DATA = Path(os.environ.get("LUNARMAP_SHARED_DATA", ROOT.parent.parent / "shared" / "data"))
+DATA = Path(os.environ.get("LUNARMAP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 CASES = [
     # (tile, catalogue, catalogue description, lat limits of catalogue completeness)
     ("tiles/lola_ldem256_south_polarstereo_1600m.tif", "craters/hkpolyu_LU1319381_craters_60S_80S.csv",

@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     ap.add_argument("--gsd-range", type=float, nargs=2, default=(20.0, 500.0))
     ap.add_argument("--label-max-degradation", type=float, default=0.15,
                     help="label rims of craters with degradation kappa*t/R^2 <= this (synth.synth_crater_chip)")
-    ap.add_argument("--n-real", type=int, default=0,
+    ap.add_argument("--n-real", type=int, default=1200,
                     help="real LOLA chips labelled with the Head et al. 2010 catalogue (lunarmap.catalog_chips)")
     ap.add_argument("--n-real-val", type=int, default=60)
     ap.add_argument("--real-dem", type=Path, default=ROOT / "tiles" / "lola_ldem256_global_eqc_0p25deg.tif")
