@@ -47,7 +47,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lunarmap import craters as C  # noqa: E402
+from lunarmap import catalog_chips, craters as C  # noqa: E402
 from lunarmap.crs import lonlat_to_xy  # noqa: E402
 from lunarmap.io import open_dem  # noqa: E402
 
@@ -86,12 +86,8 @@ class CurvatureBaseline:
 
 
 def load_catalogue(name: str) -> pd.DataFrame:
-    if name == "hkpolyu":
-        df = pd.read_csv(HKPOLYU, usecols=["lon", "lat", "diam_m"]).rename(columns={"diam_m": "diameter_m"})
-    else:
-        df = pd.read_csv(HEAD)
-        df["diameter_m"] = df.pop("diam_km") * 1000.0
-    return df
+    """``lon, lat, diameter_m`` of the named catalogue (``hkpolyu`` or ``head``)."""
+    return catalog_chips.load_catalogue(HKPOLYU if name == "hkpolyu" else HEAD)
 
 
 def _inside(x, y, r, bounds):
