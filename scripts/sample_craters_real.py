@@ -100,6 +100,8 @@ def sample(model, tile, cat, desc, lat_lim):
     for a, b in zip(bins[:-1], bins[1:]):
         m = (sizes >= a) & (sizes < b)
         by[f"{a}-{b}px"] = {"n": int(m.sum()), "mean_ring_recall": round(float(recalls[m].mean()), 3) if m.any() else None}
+    global _LAST
+    _LAST = (z, prob, col[sel], row[sel], dpx[sel])
     return {
         "tile": tile, "gsd_m": gsd, "catalogue": desc, "n_craters_5_110px": int(sel.sum()),
         "mean_ring_recall": round(float(recalls.mean()), 3) if recalls.size else None,
@@ -110,17 +112,50 @@ def sample(model, tile, cat, desc, lat_lim):
     }
 
 
+_LAST = None
+
+
+def figure(panels, path: Path) -> None:
+    """Elevation with rim probability >= 0.5 (red) and the catalogue's rims (cyan) for each tile."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    from lunarmap.io import atomic_path
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 8))
+    for ax, (title, (z, prob, cx, cy, d)) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(z, cmap="gray")
+        ax.imshow(np.ma.masked_less(prob, 0.5), cmap="autumn", alpha=0.8, vmin=0.5, vmax=1)
+        for x, y, dd in zip(cx, cy, d):
+            ax.add_patch(Circle((x, y), dd / 2, fill=False, color="cyan", lw=0.6, alpha=0.7))
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=70, format="png")
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--weights", type=Path)
+    ap.add_argument("--figure", type=Path, help="PNG: each tile, p >= 0.5 in red, catalogue rims 5-110 px in cyan")
     ap.add_argument("--update-card", action="store_true",
                     help="store the results in the model card under 'sample_real_data' (the card is not hashed)")
     args = ap.parse_args(argv)
     import torch
     torch.set_num_threads(int(os.environ.get("LUNARMAP_THREADS", "1")))
     model = load_crater_model(args.weights)
-    res = [sample(model, *case) for case in CASES]
+    res, panels = [], []
+    for case in CASES:
+        res.append(sample(model, *case))
+        panels.append((f"{Path(case[0]).name}: rim p >= 0.5 (red), {case[2]} (cyan)", _LAST))
+    if args.figure:
+        figure(panels, args.figure)
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
