@@ -71,9 +71,8 @@ class GlobalDEM:
         z = self.elevation
         col = ((np.asarray(lon, dtype=np.float64) - self.lon0) / self.dlon) % z.shape[1]
         row = (np.asarray(lat, dtype=np.float64) - self.lat0) / self.dlat
-        row = np.clip(row, 0.0, z.shape[0] - 1.0)
-        zp = np.concatenate([z, z[:, :1]], axis=1)  # wrap column for col in (n-1, n)
-        return map_coordinates(zp, [row.ravel(), col.ravel()], order=1, mode="nearest").reshape(np.shape(row)).astype(np.float32)
+        row = np.clip(row, 0.0, z.shape[0] - 1.0)  # rows clamp, so only the columns ever wrap
+        return map_coordinates(z, [row.ravel(), col.ravel()], order=1, mode="grid-wrap").reshape(np.shape(row)).astype(np.float32)
 
 
 def load_global_dem(path: str | Path) -> GlobalDEM:
@@ -97,7 +96,7 @@ def load_global_dem(path: str | Path) -> GlobalDEM:
         raise ValueError(f"{path}: expected a north-up, unrotated lon/lat grid, got transform {tuple(t)[:6]}")
     if abs(t.a * z.shape[1] - 360.0) > 1e-6:
         raise ValueError(f"{path}: the grid spans {t.a * z.shape[1]} deg of longitude, expected 360")
-    if nodata is not None and np.any(z == nodata) or not np.isfinite(z).all():
+    if (nodata is not None and np.any(z == nodata)) or not np.isfinite(z).all():
         raise ValueError(f"{path}: the DEM has nodata pixels; a gap-free global DEM is required")
     return GlobalDEM(z, lon0=t.c + t.a / 2, lat0=t.f + t.e / 2, dlon=t.a, dlat=t.e)
 
@@ -209,7 +208,7 @@ def catalog_chip(dem: GlobalDEM, catalogue: pd.DataFrame, *, lon: float, lat: fl
     d_px = cat["diameter_m"].to_numpy(float) / gsd
     mask = np.zeros((size, size), dtype=bool)
     labelled = np.zeros(len(cat), dtype=bool)
-    for k in np.argsort(-d_px):  # any order gives the same union
+    for k in range(len(cat)):
         if not label_min_px <= d_px[k] <= label_max_px:
             continue
         r = d_px[k] / 2.0

@@ -24,7 +24,7 @@ so distances are overestimated by that factor (angles of distant targets change 
 
 Far field: a coarser regional DEM continues every ray that leaves the tile. Mosaics of the same
 terrain may sit on different vertical datums, so the far field is levelled to the tile first (its
-median height difference over the tile footprint is removed, :func:`_far_field_offset`), and a
+median height difference over the tile footprint is removed, :func:`far_field_offset`), and a
 ray that leaves the tile at once starts in the far field one tile pixel out (closer, the far
 field's own metre-level height error divided by a vanishing distance would give +-90 deg).
 

@@ -64,6 +64,7 @@ def predict_tiled(model, z, gsd, chip=256, stride=192):
 
 
 def sample(model, tile, cat, desc, lat_lim):
+    """Run the model on one tile: ((elevation, probability, catalogue x, y, D in px) for the figure, results)."""
     da = open_dem(ROOT / tile).compute()
     z = da.values.astype(np.float64)
     gsd = float(da.attrs.get("gsd", abs(float(da.x[1] - da.x[0]))))
@@ -100,9 +101,8 @@ def sample(model, tile, cat, desc, lat_lim):
     for a, b in zip(bins[:-1], bins[1:]):
         m = (sizes >= a) & (sizes < b)
         by[f"{a}-{b}px"] = {"n": int(m.sum()), "mean_ring_recall": round(float(recalls[m].mean()), 3) if m.any() else None}
-    global _LAST
-    _LAST = (z, prob, col[sel], row[sel], dpx[sel])
-    return {
+    panel = (z, prob, col[sel], row[sel], dpx[sel])
+    return panel, {
         "tile": tile, "gsd_m": gsd, "catalogue": desc, "n_craters_5_110px": int(sel.sum()),
         "mean_ring_recall": round(float(recalls.mean()), 3) if recalls.size else None,
         "share_craters_ring_recall_ge_0.5": round(float((recalls >= 0.5).mean()), 3) if recalls.size else None,
@@ -110,9 +110,6 @@ def sample(model, tile, cat, desc, lat_lim):
         "catalogue_precision": round(float(near[pred].mean()), 3) if pred.any() else None,
         "predicted_rim_fraction": round(float((prob >= 0.5).mean()), 4),
     }
-
-
-_LAST = None
 
 
 def figure(panels, path: Path) -> None:
@@ -152,8 +149,9 @@ def main(argv=None):
     model = load_crater_model(args.weights)
     res, panels = [], []
     for case in CASES:
-        res.append(sample(model, *case))
-        panels.append((f"{Path(case[0]).name}: rim p >= 0.5 (red), {case[2]} (cyan)", _LAST))
+        panel, r = sample(model, *case)
+        res.append(r)
+        panels.append((f"{Path(case[0]).name}: rim p >= 0.5 (red), {case[2]} (cyan)", panel))
     if args.figure:
         figure(panels, args.figure)
     print(json.dumps(res, indent=2))

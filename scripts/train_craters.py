@@ -96,10 +96,8 @@ def recall_by_size(prob: np.ndarray, tables, thr: float = 0.5, halfwidth: float 
     return out
 
 
-def make_real_data(n: int, start: int, args):
+def make_real_data(n: int, start: int, dem, cat, args):
     """(elevation, rim_mask, gsd, crater tables) of ``n`` real catalogue chips from index ``start``."""
-    dem = catalog_chips.load_global_dem(args.real_dem)
-    cat = catalog_chips.load_catalogue(args.real_catalogue)
     chips = list(catalog_chips.catalog_dataset(
         n, dem, cat, size=args.real_chip, gsd_range=tuple(args.real_gsd_range), seed=args.seed, start=start,
         exclude_lat_below=args.real_exclude_lat_below, complete_diameter_m=args.real_complete_m))
@@ -256,8 +254,10 @@ def main(argv=None) -> int:
         if args.real_chip < args.crop:
             ap.error("--real-chip must be >= --crop")
         t_real = time.time()
-        re_e, re_m, re_g, _ = make_real_data(args.n_real, 0, args)
-        rv_e, rv_m, rv_g, rv_t = make_real_data(args.n_real_val, VAL_START, args)
+        dem = catalog_chips.load_global_dem(args.real_dem)
+        cat = catalog_chips.load_catalogue(args.real_catalogue)
+        re_e, re_m, re_g, _ = make_real_data(args.n_real, 0, dem, cat, args)
+        rv_e, rv_m, rv_g, _ = make_real_data(args.n_real_val, VAL_START, dem, cat, args)
         rv_x = np.stack([cm.crater_inputs(z, g) for z, g in zip(rv_e, rv_g)])
         pools.append((re_e, re_m, re_g))
         log(f"{args.n_real} + {args.n_real_val} real chips in {time.time() - t_real:.0f} s; "

@@ -96,7 +96,6 @@ def test_loader_rejects_projected_and_gappy_rasters(tmp_path):
         cc.load_global_dem(q)
 
 
-@pytest.mark.skipif(not GLOBAL_DEM.is_file(), reason="embedded global DEM missing")
 def test_real_chip_on_copernicus():
     """LOLA LDEM_256 at 0.25 deg + Head et al. 2010: Copernicus' labelled rim stands ~3 km above its floor."""
     dem = cc.load_global_dem(GLOBAL_DEM)
